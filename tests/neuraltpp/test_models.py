@@ -1,0 +1,130 @@
+"""Encoders are causal, time-shift behaviour matches each model, heads follow their formula,
+and one short training run lowers the NLL of every model."""
+
+import math
+
+import pytest
+import torch
+
+from neuraltpp.data import Batch
+from neuraltpp.likelihood import log_likelihood
+from neuraltpp.models import MODEL_NAMES, ModelConfig, build_model
+from neuraltpp.models.mhp import GapStep
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is much faster on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+SMALL = {"d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 32, "d_state": 4, "chunk_size": 4}
+
+
+def _batch(seed: int = 0, b: int = 3, n: int = 12, k: int = 3, shift: float = 0.0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    times = shift + torch.cumsum(torch.rand(b, n, generator=g, dtype=torch.float64) * 2, dim=1)
+    mask = torch.ones(b, n, dtype=torch.bool)
+    mask[1, n - 4 :] = False
+    times[1, n - 4 :] = times[1, n - 5]  # padding repeats the last time
+    types = torch.randint(0, k, (b, n), generator=g) * mask
+    return Batch(times, types, mask, times[:, 0] - 0.5, times.max(1).values + 1.0)
+
+
+def _model(name: str, k: int = 3, **overrides) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model(name, k, {**SMALL, **overrides}).eval()
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_encoders_are_causal(name: str) -> None:
+    model = _model(name)
+    batch = _batch()
+    h = model.hidden(batch)
+    for j in (0, 4, 9):
+        times, types = batch.times.clone(), batch.types.clone()
+        times[:, j + 1 :] += 0.7  # move event j+1 (and keep later ones ordered)
+        types[:, j + 1] = (types[:, j + 1] + 1) % 3
+        h2 = model.hidden(batch._replace(times=times, types=types))
+        torch.testing.assert_close(h2[:, : j + 1], h[:, : j + 1], rtol=0, atol=1e-6)
+        assert (h2[0, j + 1] - h[0, j + 1]).abs().max() > 1e-4  # the change is seen from j+1 on
+
+
+@pytest.mark.parametrize("name", ["rothp", "mhp", "mhpe"])
+@pytest.mark.parametrize("shift", [10.0, 1e3, 1e6])
+def test_time_difference_encoders_are_shift_invariant(name: str, shift: float) -> None:
+    model = _model(name)
+    h = model.hidden(_batch())
+    torch.testing.assert_close(model.hidden(_batch(shift=shift)), h, rtol=0, atol=1e-5)
+
+
+def test_thp_uses_absolute_time() -> None:
+    model = _model("thp")
+    h = model.hidden(_batch())
+    assert (model.hidden(_batch(shift=10.0)) - h).abs().max() > 1e-2
+
+
+def test_intensity_head_formula() -> None:
+    model = _model("rothp", k=2)
+    heads = model.heads
+    with torch.no_grad():
+        heads.alpha.copy_(torch.tensor([0.5, -2.0]))
+        heads.log_beta.copy_(torch.log(torch.tensor([1.0, 3.0])))
+    h = torch.randn(4, 16)
+    dt = torch.rand(4, 5, dtype=torch.float64)
+    lam = model.intensity(h, dt)
+    assert lam.shape == (4, 5, 2)
+    x = (h @ heads.intensity_proj.weight.T + heads.intensity_proj.bias)[:, None, :]
+    x = x + heads.alpha * dt.float()[..., None]
+    beta = torch.tensor([1.0, 3.0])
+    torch.testing.assert_close(lam, torch.log1p(torch.exp(beta * x)) / beta)
+    assert model.type_logits(h).shape == (4, 2)
+    assert (model.gap(h) > 0).all() and model.gap(h).shape == (4,)
+
+
+def test_gap_step_functions() -> None:
+    gaps = torch.tensor([0.0, 0.3, 0.6, 5.0, 50.0], dtype=torch.float64)
+    authors = GapStep("authors")(gaps)
+    assert authors[2] == authors[3] == authors[4] == 1.0  # saturated above log(e - 1) ~ 0.54
+    assert authors[0] == pytest.approx(math.log(2.0))
+    affine = GapStep("affine-softplus")(gaps).detach()
+    assert (affine.diff() > 0).all() and affine[0] > 0 and affine[-1] == pytest.approx(50.0)
+    raw = GapStep("raw")(gaps)
+    assert raw[0] == 1e-6 and torch.equal(raw[1:], gaps[1:])
+    with pytest.raises(ValueError, match="dt_fn"):
+        GapStep("linear")
+
+
+def test_build_model_validates() -> None:
+    assert isinstance(build_model("mhp", 2, ModelConfig(d_model=16, n_heads=2)), torch.nn.Module)
+    with pytest.raises(ValueError, match="unknown model"):
+        build_model("nhp", 2)
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        build_model("thp", 2, {"width": 3})
+    with pytest.raises(ValueError, match="dt_fn"):
+        build_model("mhp", 2, {"dt_fn": "exp"})
+
+
+@pytest.mark.parametrize("name", MODEL_NAMES)
+def test_training_steps_reduce_nll(name: str) -> None:
+    model = _model(name, dropout=0.0).train()
+    batch = _batch(seed=1, b=4, n=10)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+
+    def nll() -> torch.Tensor:
+        ll = log_likelihood(model, batch, first_event="start-state")
+        return -ll.total / ll.n_events
+
+    before = float(nll().detach())
+    for _ in range(25):
+        opt.zero_grad()
+        loss = nll()
+        loss.backward()
+        heads_only = ("heads.type_proj", "heads.gap_proj")  # trained by the auxiliary losses
+        for pname, p in model.named_parameters():
+            assert pname.startswith(heads_only) or p.grad is not None, pname
+        opt.step()
+    assert float(nll().detach()) < before - 0.1

@@ -1,0 +1,116 @@
+"""Next-event prediction against closed forms and a scipy reference."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate, special
+
+from neuraltpp.data import Batch
+from neuraltpp.models import build_model
+from neuraltpp.prediction import predict_next
+
+SMALL = {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "d_state": 4, "chunk_size": 4}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is much faster on a shared, busy CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _batch(k: int = 3) -> Batch:
+    g = torch.Generator().manual_seed(0)
+    times = torch.cumsum(torch.rand(2, 9, generator=g, dtype=torch.float64), dim=1)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    mask[1, 6:] = False
+    times[1, 6:] = times[1, 5]
+    types = torch.randint(0, k, (2, 9), generator=g) * mask
+    return Batch(times, types, mask, times[:, 0], times.max(1).values)
+
+
+def _model(alpha, bias, name: str = "rothp") -> torch.nn.Module:
+    """Intensity independent of h: lambda_k(t_j + s) = softplus(alpha_k s + bias_k)."""
+    torch.manual_seed(0)
+    model = build_model(name, len(alpha), SMALL).double().eval().requires_grad_(False)
+    model.heads.intensity_proj.weight.zero_()
+    model.heads.intensity_proj.bias.copy_(torch.tensor(bias))
+    model.heads.alpha.copy_(torch.tensor(alpha))
+    return model
+
+
+@pytest.mark.parametrize("c", [1e-3, 0.7, 1e3])  # bound grows, fits, and shrinks
+def test_constant_intensity_mean_gap(c: float) -> None:
+    """lambda_k = c: the gap is exponential with rate K c, the type uniform."""
+    k = 3
+    model = _model([0.0] * k, [c + math.log(-math.expm1(-c))] * k)
+    batch = _batch(k)
+    pred = predict_next(model, batch)
+    valid = batch.mask[:, 1:]
+    assert torch.equal(pred.mask, valid) and pred.expected_gap.shape == valid.shape
+    gaps = pred.expected_gap[valid]
+    torch.testing.assert_close(gaps, torch.full_like(gaps, 1 / (k * c)), rtol=1e-6, atol=0)
+    torch.testing.assert_close(pred.expected_time[valid], batch.times[:, :-1][valid] + gaps)
+    probs = pred.type_probs[valid]
+    torch.testing.assert_close(probs, torch.full_like(probs, 1 / k), rtol=1e-6, atol=0)
+    assert (pred.expected_gap[~valid] == 0).all()
+
+
+def test_time_varying_intensity_against_quad() -> None:
+    """Increasing and decreasing softplus intensities: E[gap] and P(k) against scipy quad with
+    the closed-form compensator; the type at the expected time is the argmax of lambda there."""
+    alpha, bias = [0.8, -0.5], [-1.0, 0.6]
+
+    def lam(s: float) -> np.ndarray:
+        return np.logaddexp(0, np.multiply(alpha, s) + bias)
+
+    def big_lambda(s: float) -> float:  # sum_k int_0^s softplus(a u + b) du (dilogarithm)
+        return sum(
+            (special.spence(1 + math.exp(b)) - special.spence(1 + math.exp(a * s + b))) / a
+            for a, b in zip(alpha, bias, strict=True)
+        )
+
+    def survival(s: float) -> float:
+        return math.exp(-big_lambda(s))
+
+    mean = integrate.quad(survival, 0, 50, epsabs=1e-12, epsrel=1e-12)[0]  # S(50) < 1e-300
+    probs = [
+        integrate.quad(lambda s, i=i: lam(s)[i] * survival(s), 0, 50, epsrel=1e-12)[0]
+        for i in range(2)
+    ]
+    pred = predict_next(_model(alpha, bias), _batch(2))
+    valid = pred.mask
+    n = int(valid.sum())
+    want_gap = torch.full((n,), mean, dtype=torch.float64)
+    torch.testing.assert_close(pred.expected_gap[valid], want_gap, rtol=1e-6, atol=0)
+    want_probs = torch.tensor(probs, dtype=torch.float64).expand(n, 2)
+    torch.testing.assert_close(pred.type_probs[valid], want_probs, rtol=1e-6, atol=0)
+    assert (pred.type_at_time[valid] == int(np.argmax(lam(mean)))).all()
+    assert (pred.type_integrated[valid] == int(np.argmax(probs))).all()
+
+
+@pytest.mark.parametrize("name", ["thp", "mhp"])
+def test_head_predictions_and_alignment(name: str) -> None:
+    torch.manual_seed(1)
+    model = build_model(name, 3, SMALL).eval().requires_grad_(False)
+    batch = _batch()
+    pred = predict_next(model, batch)
+    h = model.hidden(batch)
+    valid = pred.mask
+    torch.testing.assert_close(
+        pred.head_type[valid], model.type_logits(h[:, :-1]).argmax(-1)[valid]
+    )
+    torch.testing.assert_close(pred.head_gap[valid], model.gap(h[:, :-1])[valid])
+    torch.testing.assert_close(
+        pred.type_probs[valid].sum(-1), torch.ones(int(valid.sum()), dtype=torch.float64)
+    )
+    assert (pred.expected_gap[valid] > 0).all() and (pred.upper_bound[valid] > 0).all()
+    # prediction j uses h_j only: changing the last event leaves earlier predictions unchanged
+    types = batch.types.clone()
+    types[0, -1] = (types[0, -1] + 1) % 3
+    other = predict_next(model, batch._replace(types=types))
+    torch.testing.assert_close(other.expected_gap, pred.expected_gap)
