@@ -11,16 +11,6 @@ from neuraltpp.likelihood import log_likelihood
 from neuraltpp.models import MODEL_NAMES, ModelConfig, build_model
 from neuraltpp.models.mhp import GapStep
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 SMALL = {"d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 32, "d_state": 4, "chunk_size": 4}
 
 

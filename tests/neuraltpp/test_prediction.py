@@ -14,13 +14,6 @@ from neuraltpp.prediction import predict_next
 SMALL = {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "d_state": 4, "chunk_size": 4}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _batch(k: int = 3) -> Batch:

@@ -6,15 +6,6 @@ import torch
 from neuraltpp.models.mamba import MambaBlock, selective_scan, selective_scan_reference
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is much faster on a shared, busy CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _inputs(seed: int, b: int = 2, n: int = 37, d: int = 3, s: int = 4, scale: float = 1.0):
     g = torch.Generator().manual_seed(seed)
     u = torch.randn(b, n, d, generator=g, dtype=torch.float64)
