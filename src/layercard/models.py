@@ -1,11 +1,28 @@
-"""Model structure: generic discovery of the repeated transformer blocks and their linear sites."""
+"""Model loading (built-in SmolLM2, local checkpoints, hub ids) and generic block discovery."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import hashlib
+import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
+import torch
 from torch import nn
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.pytorch_utils import Conv1D
+
+from layercard import resources
 
 
 class ModelStructureError(ValueError):
@@ -88,3 +105,174 @@ def site_module(model: nn.Module, site: Site) -> nn.Module:
     """The module object a Site refers to."""
     _, blocks = find_blocks(model)
     return blocks[site.layer].get_submodule(site.module)
+
+
+class ModelLoadError(ValueError):
+    """A model spec could not be resolved or loaded (the message says what to pass instead)."""
+
+
+BUILTIN_MODELS = ("smollm2-135m",)
+MARKER = "layercard-conversion.json"
+SMOLLM2_CONVERSION = 1  # bump when the conversion changes, so cached checkpoints are rebuilt
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+@dataclass
+class LoadedModel:
+    """A frozen causal LM ready for measurement, with its tokenizer and provenance."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    model_id: str
+    source: str
+    weights_hash: str
+    blocks_path: str
+    n_layers: int
+
+
+def smollm2_checkpoint() -> Path:
+    """Plain checkpoint dir of SmolLM2-135M-Instruct, converted once from the packaged GGUF.
+
+    transformers dequantizes the Q4_1 GGUF to float32 (about 24 s) but refuses to save a
+    GGUF-loaded model, so its state dict is copied into a fresh model of the same config and
+    saved with the tokenizer into `<cache>/models/smollm2-135m`. The checkpoint is built in a
+    temporary folder and renamed into place, with a marker naming its origin; a folder without
+    the current marker (older or foreign conversion) is rebuilt.
+    """
+    target = resources.cache_dir() / "models" / "smollm2-135m"
+    marker = {
+        "from": f"{'=='.join(resources.SMOLLM2_WHEEL)}:{resources.SMOLLM2_GGUF}",
+        "conversion": SMOLLM2_CONVERSION,
+    }
+    if _read_json(target / MARKER) == marker:
+        return target
+    gguf = resources.smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    config = copy.deepcopy(loaded.config)
+    # Without this the saved checkpoint would reload as a "GGUF-quantized" model.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    plain.load_state_dict(loaded.state_dict(), strict=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
+    stale = target.parent / f"{tmp.name}-stale"
+    tmp.chmod(0o755)
+    try:
+        plain.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / MARKER).write_text(json.dumps(marker))
+        # A stale conversion is moved aside first (files open elsewhere stay readable).
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(target, stale)
+        os.replace(tmp, target)
+    except OSError:
+        if _read_json(target / MARKER) != marker:  # unless a concurrent run finished first
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(stale, ignore_errors=True)
+    return target
+
+
+def _read_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered in a sidecar in the cache keyed by path, size and mtime."""
+    stat = path.stat()
+    key = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    sidecars = resources.cache_dir() / "hashes"
+    sidecar = sidecars / (hashlib.sha256(key["path"].encode()).hexdigest() + ".json")
+    record = _read_json(sidecar)
+    if isinstance(record, dict) and all(record.get(k) == v for k, v in key.items()):
+        return record["sha256"]
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    sidecars.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=sidecars, prefix=".tmp-", suffix=".json")
+    with os.fdopen(fd, "w") as out:
+        json.dump({**key, "sha256": digest.hexdigest()}, out)
+    os.replace(tmp, sidecar)
+    return digest.hexdigest()
+
+
+def weights_hash(directory: Path) -> str:
+    """sha256 over the checkpoint's weight files: of the lines `<file sha256>  <name>`, sorted.
+
+    Weight files are those ending in .safetensors / .bin / .pt / .pth.
+    """
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
+    if not files:
+        raise ModelLoadError(f"{directory}: no weight files ({', '.join(WEIGHT_SUFFIXES)})")
+    lines = "".join(f"{_file_sha256(p)}  {p.name}\n" for p in files)
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split()).rstrip(".")
+
+
+def _from_hub(spec: str, dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    try:
+        model = AutoModelForCausalLM.from_pretrained(spec, dtype=dtype)
+        tokenizer = AutoTokenizer.from_pretrained(spec)
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(
+            f"--model {spec!r}: not a local directory, and loading it from the Hugging Face hub "
+            f"failed (the hub is unreachable from this machine?): {_one_line(err)}. Pass a local "
+            f"checkpoint directory, or a built-in model: {', '.join(BUILTIN_MODELS)}."
+        ) from err
+    return model, tokenizer
+
+
+def load_model(spec: str, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
+    """Load a causal LM frozen for measurement: `smollm2-135m`, a checkpoint dir, or a hub id.
+
+    The model is in eval mode with requires_grad False everywhere; the tokenizer pads on the
+    right with its pad token (the eos token when it has none).
+    """
+    path = Path(spec).expanduser()
+    if spec in BUILTIN_MODELS:
+        directory: Path | None = smollm2_checkpoint()
+    elif path.exists() or spec.startswith(("/", ".", "~")):
+        if not path.is_dir():
+            raise ModelLoadError(f"--model {spec!r}: not a checkpoint directory")
+        directory = path
+    else:
+        directory = None
+    if directory is None:
+        model, tokenizer = _from_hub(spec, dtype)
+        source = spec
+        revision = getattr(model.config, "_commit_hash", None) or "unknown"
+        digest = f"hub:{spec}@{revision}"
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(directory, dtype=dtype)
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(
+                f"--model {spec!r}: cannot load {directory}: {_one_line(err)}"
+            ) from err
+        source = str(directory.resolve())
+        digest = weights_hash(directory)
+    model.eval()
+    model.requires_grad_(False)
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ModelLoadError(
+                f"--model {spec!r}: the tokenizer has neither a pad nor an eos token"
+            )
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
+    blocks_path, blocks = find_blocks(model)
+    return LoadedModel(model, tokenizer, spec, source, digest, blocks_path, len(blocks))
