@@ -1,0 +1,339 @@
+"""Cost of LoRA on a layer set: parameter counts, training step time and memory, serving latency.
+
+Training cost is dominated by how deep backward must go (down to the lowest adapted layer), so
+every measured cost is modelled as
+
+    cost(S) ≈ intercept + per_depth · (n_layers − min S) + per_adapter · |S|
+
+fitted by least squares on single-layer runs at a few depths plus all-layer LoRA, and checked on
+a few multi-layer sets that were not fitted. Deterministic quantities (parameter counts, memory
+bytes) are kept apart from wall-clock ones (seconds), so a card is bit-identical across runs
+except for the `TimingMeasurements`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from layercard.models import find_blocks
+from layercard.training import (
+    Batch,
+    LoraSettings,
+    lora_adapter,
+    lora_config,
+    lora_training,
+    optimizer_step,
+    target_sites,
+)
+
+# Bytes kept per adapter parameter during training: weight, gradient, AdamW exp_avg, exp_avg_sq.
+_ADAM_COPIES = 4
+
+
+@dataclass(frozen=True)
+class CostSettings:
+    """How much to measure: single-layer depths, steps per configuration, serving decode length."""
+
+    depths: int = 5
+    warmup_steps: int = 1  # untimed steps per configuration; at least one runs (it gives memory)
+    timed_steps: int = 3
+    serving_prompt_tokens: int = 8
+    serving_tokens: int = 16
+
+
+@dataclass(frozen=True)
+class CostFit:
+    """cost(S) ≈ intercept + per_depth·(n_layers − min S) + per_adapter·|S| (least squares)."""
+
+    intercept: float
+    per_depth: float
+    per_adapter: float
+
+    def predict(self, layers: Iterable[int], n_layers: int) -> float:
+        """Predicted cost of adapting `layers` in a model with `n_layers` blocks."""
+        coefficients = (self.intercept, self.per_depth, self.per_adapter)
+        return float(np.dot(coefficients, cost_features(layers, n_layers)))
+
+
+def cost_features(layers: Iterable[int], n_layers: int) -> tuple[float, float, float]:
+    """Regressors of the cost model: (1, layers from the lowest adapted one to the top, |S|)."""
+    chosen = set(layers)
+    if not chosen:
+        raise ValueError("cost_features: empty layer set")
+    return 1.0, float(n_layers - min(chosen)), float(len(chosen))
+
+
+def fit_cost(
+    layer_sets: Sequence[Iterable[int]], values: Sequence[float], n_layers: int
+) -> CostFit:
+    """Least-squares CostFit of `values` measured on `layer_sets` (minimum-norm if unidentified)."""
+    x = np.array([cost_features(s, n_layers) for s in layer_sets], dtype=np.float64)
+    y = np.asarray(values, dtype=np.float64)
+    coefficients, *_ = np.linalg.lstsq(x, y, rcond=None)
+    return CostFit(*(float(c) for c in coefficients))
+
+
+def relative_errors(
+    fit: CostFit, layer_sets: Sequence[Iterable[int]], values: Sequence[float], n_layers: int
+) -> list[float]:
+    """(predicted − measured) / measured for each layer set."""
+    return [(fit.predict(s, n_layers) - v) / v for s, v in zip(layer_sets, values, strict=True)]
+
+
+def lora_param_counts(model: nn.Module, settings: LoraSettings) -> dict[int, int]:
+    """LoRA parameters per layer, analytic: rank·(d_in + d_out) summed over the targeted modules."""
+    n_layers = len(find_blocks(model)[1])
+    counts = dict.fromkeys(range(n_layers), 0)
+    for site in target_sites(model, range(n_layers), settings):
+        counts[site.layer] += settings.rank * (site.d_in + site.d_out)
+    return counts
+
+
+def depth_layer_sets(n_layers: int, depths: int) -> list[tuple[int, ...]]:
+    """Single-layer sets at `depths` depths spread evenly from the bottom to the top block."""
+    picks = np.rint(np.linspace(0, n_layers - 1, min(depths, n_layers))).astype(int)
+    return [(int(i),) for i in sorted(set(picks.tolist()))]
+
+
+def check_layer_sets(n_layers: int) -> list[tuple[int, ...]]:
+    """A few multi-layer sets (quartiles, top half, bottom-and-top) to check the fit on."""
+    q = n_layers // 4
+    candidates = [(q, 2 * q, 3 * q), tuple(range(n_layers // 2, n_layers)), (0, n_layers - 1)]
+    all_layers = tuple(range(n_layers))
+    sets: list[tuple[int, ...]] = []
+    for candidate in candidates:
+        s = tuple(sorted(set(candidate)))
+        if len(s) > 1 and s != all_layers and s not in sets:
+            sets.append(s)
+    return sets
+
+
+@dataclass
+class MemoryMeasurements:
+    """Deterministic training memory (bytes) beyond the frozen weights, per measured layer set.
+
+    method "saved-tensors" (CPU): bytes of the tensors autograd saves for backward during the
+    forward pass (saved_tensors_hooks, deduplicated by storage, parameters excluded) plus adapter
+    weights, gradients and AdamW state (4 copies). method "cuda-peak": peak allocated bytes of the
+    first step minus the frozen weights and the batch (torch.cuda.max_memory_allocated).
+    """
+
+    method: str
+    fit_bytes: list[int]
+    check_bytes: list[int]
+    all_layers_bytes: int
+    fit: CostFit
+    check_errors: list[float]
+
+
+@dataclass
+class TimingMeasurements:
+    """Wall-clock costs (seconds; vary from run to run): optimizer step and serving latency.
+
+    Step seconds: fastest of `timed_steps` steps after warm-up (least disturbed by other load).
+    Serving: seconds per generated token (batch 1, KV cache, greedy) with unmerged adapters on k
+    layers, fitted as base + per_layer·k; merged adapters add none (but lose hot-swapping).
+    """
+
+    device: str
+    threads: int
+    fit_seconds: list[float]
+    check_seconds: list[float]
+    all_layers_seconds: float
+    fit: CostFit
+    check_errors: list[float]
+    serving_layers: list[int]
+    serving_seconds_per_token: list[float]
+    serving_base_seconds: float
+    serving_seconds_per_layer: float
+
+
+@dataclass
+class CostModel:
+    """Measured and fitted cost of LoRA on any layer set; `predict` answers (seconds, bytes)."""
+
+    n_layers: int
+    params_per_layer: dict[int, int]
+    fit_sets: list[tuple[int, ...]]  # single-layer depths, then all layers
+    check_sets: list[tuple[int, ...]]
+    memory: MemoryMeasurements
+    timing: TimingMeasurements
+
+    def predict(self, layers: Iterable[int]) -> tuple[float, int]:
+        """Predicted (seconds per optimizer step, training bytes beyond frozen weights)."""
+        layers = list(layers)
+        seconds = self.timing.fit.predict(layers, self.n_layers)
+        return seconds, round(self.memory.fit.predict(layers, self.n_layers))
+
+    def params(self, layers: Iterable[int]) -> int:
+        """LoRA parameter count of adapting `layers`."""
+        return sum(self.params_per_layer[i] for i in set(layers))
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@contextmanager
+def _saved_tensor_storages(model: nn.Module) -> Iterator[dict[int, int]]:
+    """Collect {storage pointer: bytes} of every non-parameter tensor autograd saves meanwhile."""
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(t: Tensor) -> Tensor:
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield storages
+
+
+def _train_step_cost(
+    model: nn.Module,
+    batches: Sequence[Batch],
+    layers: Sequence[int],
+    settings: LoraSettings,
+    cost_settings: CostSettings,
+    seed: int,
+) -> tuple[float, int]:
+    """(fastest timed step in seconds, memory bytes of the first step) of LoRA on `layers`."""
+    config = lora_config(model, layers, settings)
+    device = next(model.parameters()).device
+    with lora_training(model, config, lr=settings.lr, seed=seed) as (peft_model, optimizer):
+        adapter_bytes = sum(
+            p.numel() * p.element_size() for p in peft_model.parameters() if p.requires_grad
+        )
+        if device.type == "cuda":
+            _sync(device)
+            resident = torch.cuda.memory_allocated(device) - adapter_bytes
+            torch.cuda.reset_peak_memory_stats(device)
+            optimizer_step(peft_model, optimizer, batches[0])
+            _sync(device)
+            memory = torch.cuda.max_memory_allocated(device) - resident
+        else:
+            with _saved_tensor_storages(peft_model) as storages:
+                optimizer_step(peft_model, optimizer, batches[0])
+            memory = sum(storages.values()) + _ADAM_COPIES * adapter_bytes
+        for step in range(1, cost_settings.warmup_steps):
+            optimizer_step(peft_model, optimizer, batches[step % len(batches)])
+        seconds = []
+        for step in range(cost_settings.timed_steps):
+            batch = batches[(max(cost_settings.warmup_steps, 1) + step) % len(batches)]
+            _sync(device)
+            start = time.perf_counter()
+            optimizer_step(peft_model, optimizer, batch)
+            _sync(device)
+            seconds.append(time.perf_counter() - start)
+    return min(seconds), int(memory)
+
+
+@torch.no_grad()
+def _decode_seconds_per_token(model: nn.Module, prompt: Tensor, n_tokens: int) -> float:
+    """Seconds per greedily generated token after the prompt (batch 1, KV cache)."""
+    out = model(input_ids=prompt, use_cache=True)
+    _sync(prompt.device)
+    start = time.perf_counter()
+    for _ in range(n_tokens):
+        token = out.logits[:, -1:].argmax(-1)
+        out = model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
+    _sync(prompt.device)
+    return (time.perf_counter() - start) / n_tokens
+
+
+def _serving_latency(
+    model: nn.Module, batch: Batch, settings: LoraSettings, cost_settings: CostSettings
+) -> tuple[list[int], list[float]]:
+    """Decode latency per token with unmerged adapters on k = 0, about half, and all layers."""
+    n_layers = len(find_blocks(model)[1])
+    device = next(model.parameters()).device
+    prompt = batch["input_ids"][:1, : cost_settings.serving_prompt_tokens].to(device)
+    was_training = model.training
+    model.eval()
+    _decode_seconds_per_token(model, prompt, 2)  # warm-up
+    ks = sorted({0, (n_layers + 1) // 2, n_layers})
+    latencies = []
+    try:
+        for k in ks:
+            spread = np.rint(np.linspace(0, n_layers - 1, k)).astype(int).tolist()
+            context = lora_adapter(model, lora_config(model, spread, settings)) if k else None
+            with context or nullcontext(model) as served:
+                served.eval()
+                latencies.append(
+                    _decode_seconds_per_token(served, prompt, cost_settings.serving_tokens)
+                )
+    finally:
+        model.train(was_training)
+    return ks, latencies
+
+
+def measure_cost(
+    model: nn.Module,
+    batches: Sequence[Batch],
+    settings: LoraSettings,
+    *,
+    cost_settings: CostSettings | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> CostModel:
+    """Measure LoRA training cost on a few layer sets, fit the cost model, check it, time serving.
+
+    Steps use `batches` (cycling) so shapes match the real run; the model is left unchanged.
+    """
+    if not batches:
+        raise ValueError("measure_cost: no batches")
+    cost_settings = cost_settings or CostSettings()
+    n_layers = len(find_blocks(model)[1])
+    all_layers = tuple(range(n_layers))
+    fit_sets = [*depth_layer_sets(n_layers, cost_settings.depths), all_layers]
+    check_sets = check_layer_sets(n_layers)
+    runs = fit_sets + check_sets
+    measured = [
+        _train_step_cost(model, batches, s, settings, cost_settings, seed)
+        for s in tqdm(runs, desc="cost", disable=not progress, leave=False)
+    ]
+    seconds = [m[0] for m in measured]
+    memory = [m[1] for m in measured]
+    n_fit = len(fit_sets)
+    time_fit = fit_cost(fit_sets, seconds[:n_fit], n_layers)
+    memory_fit = fit_cost(fit_sets, memory[:n_fit], n_layers)
+    ks, latencies = _serving_latency(model, batches[0], settings, cost_settings)
+    per_layer, base = np.polyfit(ks, latencies, 1)
+    device = next(model.parameters()).device
+    return CostModel(
+        n_layers=n_layers,
+        params_per_layer=lora_param_counts(model, settings),
+        fit_sets=fit_sets,
+        check_sets=check_sets,
+        memory=MemoryMeasurements(
+            method="cuda-peak" if device.type == "cuda" else "saved-tensors",
+            fit_bytes=memory[:n_fit],
+            check_bytes=memory[n_fit:],
+            all_layers_bytes=memory[n_fit - 1],
+            fit=memory_fit,
+            check_errors=relative_errors(memory_fit, check_sets, memory[n_fit:], n_layers),
+        ),
+        timing=TimingMeasurements(
+            device=str(device),
+            threads=torch.get_num_threads(),
+            fit_seconds=seconds[:n_fit],
+            check_seconds=seconds[n_fit:],
+            all_layers_seconds=seconds[n_fit - 1],
+            fit=time_fit,
+            check_errors=relative_errors(time_fit, check_sets, seconds[n_fit:], n_layers),
+            serving_layers=ks,
+            serving_seconds_per_token=latencies,
+            serving_base_seconds=float(base),
+            serving_seconds_per_layer=float(per_layer),
+        ),
+    )
