@@ -1,0 +1,321 @@
+"""Pure math of the Layer Card: streaming per-site statistics and the quantities derived from them.
+
+Notation (docs/design layercard.md): for one linear site with inputs x_i (d_in) and output
+gradients g_i = dLoss/dy_i (d_out) over n tokens,
+Σ = (1/n) Σ x xᵀ, G = (1/n) Σ g xᵀ, E_r = (1/n) Σ ‖g‖², and the ridge λ = eps·tr(Σ)/d_in.
+Solves with Σ+λI go through one cached Cholesky factor per distinct input; the conditioning
+quantities use one cached eigenvalue decomposition (values only) per distinct input.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+# Eigen-directions of a coupling submatrix below this fraction of its largest eigenvalue are
+# treated as exactly redundant (pseudo-inverse) in `predicted_gain`.
+PINV_RTOL = 1e-6
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    """LAPACK's symmetric eigensolver is dominated by thread synchronisation at these sizes
+    (d ≤ a few thousand): one thread is several times faster, far more so on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _eigvalsh(matrix: Tensor) -> Tensor:
+    with _one_thread():
+        return torch.linalg.eigvalsh(matrix)
+
+
+def _rows(t: Tensor, width: int, name: str) -> Tensor:
+    if t.dim() != 2 or t.shape[1] != width:
+        raise ValueError(f"{name} must have shape [n, {width}], got {list(t.shape)}")
+    return t
+
+
+class InputStats:
+    """Streaming Σ = (1/n) Σ x xᵀ of one input tensor.
+
+    Several `SiteStats` may share one `InputStats` (q/k/v read the same tensor), so Σ, its
+    eigenvalues and its Cholesky factor are computed once per distinct input.
+    """
+
+    def __init__(
+        self, d_in: int, *, dtype: torch.dtype = torch.float64, device: torch.device | None = None
+    ) -> None:
+        self.d_in = d_in
+        self.xx_sum = torch.zeros(d_in, d_in, dtype=dtype, device=device)
+        self.n = 0
+        self._eigenvalues: Tensor | None = None
+        self._factor: tuple[float, Tensor] | None = None
+
+    def update(self, x: Tensor) -> None:
+        """Add the tokens x [n, d_in] to the running sum."""
+        x = _rows(x, self.d_in, "x").detach().to(self.xx_sum.dtype)
+        self.xx_sum.addmm_(x.T, x)
+        self.n += x.shape[0]
+        self._eigenvalues = None
+        self._factor = None
+
+    @property
+    def sigma(self) -> Tensor:
+        """Σ, the mean of x xᵀ over the tokens seen so far."""
+        if self.n == 0:
+            raise ValueError("no tokens were accumulated")
+        return self.xx_sum / self.n
+
+    @property
+    def trace(self) -> float:
+        """tr(Σ)."""
+        return float(torch.diagonal(self.xx_sum).sum()) / self.n
+
+    def ridge(self, ridge_eps: float) -> float:
+        """λ = eps·tr(Σ)/d_in: a ridge relative to the mean activation energy."""
+        if ridge_eps <= 0:
+            raise ValueError(f"ridge_eps must be > 0, got {ridge_eps}")
+        lam = ridge_eps * self.trace / self.d_in
+        if lam <= 0:
+            raise ValueError("the site's inputs are all zero; Σ carries no information")
+        return lam
+
+    def eigenvalues(self) -> Tensor:
+        """Eigenvalues of Σ (ascending, clamped at 0), computed once and cached."""
+        if self._eigenvalues is None:
+            self._eigenvalues = _eigvalsh(self.sigma).clamp_min(0)
+        return self._eigenvalues
+
+    def cholesky(self, ridge_eps: float) -> Tensor:
+        """Lower Cholesky factor L of Σ+λI (cached for the last ridge_eps)."""
+        if self._factor is None or self._factor[0] != ridge_eps:
+            lam = self.ridge(ridge_eps)
+            ridged = self.sigma
+            ridged.diagonal().add_(lam)
+            factor, info = torch.linalg.cholesky_ex(ridged)
+            if int(info) != 0:
+                raise ValueError(
+                    f"Σ+λI is not numerically positive definite (ridge_eps={ridge_eps}, "
+                    f"{self.xx_sum.dtype}); use a larger ridge_eps or float64 statistics"
+                )
+            self._factor = (ridge_eps, factor)
+        return self._factor[1]
+
+
+class SiteStats:
+    """Streaming sufficient statistics of one site: sums for Σ (via `inputs`), G and E_r.
+
+    Memory is O(d_in² + d_out·d_in), independent of the number of tokens. Pass `inputs` to share
+    a Σ accumulator: the caller then updates that `InputStats` once per batch itself, and
+    `update` adds only the gradient sums. Without `inputs` the site owns its Σ and updates it.
+    """
+
+    def __init__(
+        self,
+        d_in: int,
+        d_out: int,
+        *,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | None = None,
+        inputs: InputStats | None = None,
+    ) -> None:
+        self.owns_inputs = inputs is None
+        if inputs is None:
+            inputs = InputStats(d_in, dtype=dtype, device=device)
+        elif inputs.d_in != d_in or inputs.xx_sum.dtype != dtype:
+            raise ValueError(
+                f"shared inputs have d_in={inputs.d_in}, {inputs.xx_sum.dtype}; "
+                f"this site needs d_in={d_in}, {dtype}"
+            )
+        self.inputs = inputs
+        self.d_in = d_in
+        self.d_out = d_out
+        self.gx_sum = torch.zeros(d_out, d_in, dtype=dtype, device=inputs.xx_sum.device)
+        self.g_energy_sum = 0.0
+        self.n = 0
+
+    def update(self, x: Tensor, g: Tensor) -> None:
+        """Add tokens: x [n, d_in] module inputs, g [n, d_out] loss gradients at its output."""
+        x = _rows(x, self.d_in, "x").detach().to(self.gx_sum.dtype)
+        g = _rows(g, self.d_out, "g").detach().to(self.gx_sum.dtype)
+        if x.shape[0] != g.shape[0]:
+            raise ValueError(f"x has {x.shape[0]} rows but g has {g.shape[0]}")
+        if self.owns_inputs:
+            self.inputs.update(x)
+        self.gx_sum.addmm_(g.T, x)
+        self.g_energy_sum += float(g.square().sum(dtype=torch.float64))
+        self.n += x.shape[0]
+
+    @property
+    def sigma(self) -> Tensor:
+        """Σ = (1/n) Σ x xᵀ."""
+        return self.inputs.sigma
+
+    @property
+    def gx(self) -> Tensor:
+        """G = (1/n) Σ g xᵀ, the weight gradient divided by n (d_out × d_in)."""
+        self._check()
+        return self.gx_sum / self.n
+
+    @property
+    def g_energy(self) -> float:
+        """E_r = (1/n) Σ ‖g‖², the total residual energy per token."""
+        self._check()
+        return self.g_energy_sum / self.n
+
+    def _check(self) -> None:
+        if self.n == 0:
+            raise ValueError("no tokens were accumulated")
+        if self.inputs.n != self.n:
+            raise ValueError(
+                f"Σ was accumulated over {self.inputs.n} tokens but G over {self.n}: a shared "
+                "InputStats must be updated exactly once per batch of its sites' tokens"
+            )
+
+
+@dataclass
+class SiteDiagnostics:
+    """Per-site Layer Card quantities (see `site_diagnostics` for the definitions)."""
+
+    resnorm2: float
+    resnorm2_rank: float
+    rel_resnorm: float
+    grad_norm: float
+    act_energy: float
+    condition_number: float
+    effective_rank: float
+    noise_amplification: float
+    ridge: float
+    rank: int
+    residual_energy: float
+
+
+def _correction(stats: SiteStats, ridge_eps: float) -> tuple[Tensor, Tensor]:
+    """(dW* = G(Σ+λI)⁻¹, Cholesky factor L of Σ+λI)."""
+    g = stats.gx
+    factor = stats.inputs.cholesky(ridge_eps)
+    return torch.cholesky_solve(g.T, factor).T, factor
+
+
+def _whitened_gram(stats: SiteStats, dw: Tensor, factor: Tensor) -> Tensor:
+    """The smaller Gram matrix of M = G L⁻ᵀ; its eigenvalues are the squared singular values
+    of G(Σ+λI)^(-1/2) (both whitenings differ by an orthogonal factor)."""
+    g = stats.gx
+    if stats.d_out <= stats.d_in:
+        gram = dw @ g.T  # M Mᵀ = G (Σ+λI)⁻¹ Gᵀ
+    else:
+        half = torch.linalg.solve_triangular(factor, g.T, upper=False)  # Mᵀ = L⁻¹ Gᵀ
+        gram = half @ half.T
+    return (gram + gram.T) / 2
+
+
+def site_diagnostics(
+    stats: SiteStats, *, rank: int, ridge_eps: float = 1e-3, correction: Tensor | None = None
+) -> SiteDiagnostics:
+    """Resnorm, rank-r resnorm, gradient norm and conditioning of one site.
+
+    resnorm2 = tr(G(Σ+λI)⁻¹Gᵀ) (explained residual energy per token of the best linear
+    correction); resnorm2_rank = sum of the `rank` largest squared singular values of
+    G(Σ+λI)^(-1/2) (what rank-r LoRA can reach; `rank` is stored clipped to min(d_in, d_out));
+    rel_resnorm = resnorm2/E_r; condition_number is that of the ridged Σ+λI (finite);
+    effective_rank = exp(entropy of eig(Σ)/tr(Σ)) of the un-ridged Σ; noise_amplification
+    A = (1/d_in) tr(Σ_n⁻¹) with Σ_n = (Σ+λI)/(tr(Σ+λI)/d_in), so A = 1 exactly when isotropic.
+    Pass `correction` = `best_correction(stats, ridge_eps=...)` if already computed (saves a solve).
+    """
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    factor = stats.inputs.cholesky(ridge_eps)
+    dw = _correction(stats, ridge_eps)[0] if correction is None else correction
+    lam = stats.inputs.ridge(ridge_eps)
+    resnorm2 = max(float((dw * stats.gx).sum()), 0.0)
+    sv2 = _eigvalsh(_whitened_gram(stats, dw, factor)).clamp_min(0)
+    clipped = min(rank, stats.d_in, stats.d_out)
+    resnorm2_rank = min(float(sv2[-clipped:].sum()), resnorm2)
+
+    eig = stats.inputs.eigenvalues()
+    ridged = eig + lam
+    share = eig / eig.sum()
+    share = share[share > 0]
+    entropy = float(-(share * share.log()).sum())
+    energy = stats.g_energy
+    return SiteDiagnostics(
+        resnorm2=resnorm2,
+        resnorm2_rank=resnorm2_rank,
+        rel_resnorm=resnorm2 / energy if energy > 0 else 0.0,
+        grad_norm=float(torch.linalg.matrix_norm(stats.gx)),
+        act_energy=stats.inputs.trace / stats.d_in,
+        condition_number=float(ridged[-1] / ridged[0]),
+        effective_rank=math.exp(entropy),
+        noise_amplification=float(ridged.mean() * ridged.reciprocal().mean()),
+        ridge=lam,
+        rank=clipped,
+        residual_energy=energy,
+    )
+
+
+def best_correction(stats: SiteStats, *, ridge_eps: float, rank: int | None = None) -> Tensor:
+    """dW* = G(Σ+λI)⁻¹ (d_out × d_in): the covariance-preconditioned gradient step.
+
+    W − dW* is the best linear correction of the residuals r = −g. With `rank`, the best
+    rank-r step: it minimises tr((D − dW*)(Σ+λI)(D − dW*)ᵀ) over rank-r D (reduced-rank
+    regression through the whitened problem).
+    """
+    dw, factor = _correction(stats, ridge_eps)
+    if rank is None or rank >= min(stats.d_in, stats.d_out):
+        return dw
+    if rank < 1:
+        raise ValueError(f"rank must be >= 1, got {rank}")
+    whitened = dw @ factor  # M = dW* L = G L⁻ᵀ
+    u, s, vh = torch.linalg.svd(whitened, full_matrices=False)
+    truncated = (u[:, :rank] * s[:rank]) @ vh[:rank]
+    return torch.linalg.solve_triangular(factor.T, truncated.T, upper=True).T
+
+
+def coupling_from_gains(s: Tensor) -> Tensor:
+    """Coupling ρ [n_sites, n_sites] from per-example first-order gains s [n_examples, n_sites].
+
+    ρ_ab = K_ab/√(K_aa K_bb) with K the covariance of the gains across examples (the design
+    note's per-example estimate). Centred on purpose: every example gains along every site's
+    mean-gradient correction, so the uncentred second moment is dominated by that shared mean
+    and puts ρ ≈ 1 between all layers (seen on SmolLM2). Sites whose gains do not vary get ρ = 0
+    off the diagonal. Returned in float64 with unit diagonal, symmetric, entries in [-1, 1].
+    """
+    if s.dim() != 2 or s.shape[0] < 2:
+        raise ValueError(f"s must have shape [n_examples >= 2, n_sites], got {list(s.shape)}")
+    s = s.to(torch.float64)
+    s = s - s.mean(dim=0)
+    k = s.T @ s / s.shape[0]
+    diag = torch.diagonal(k)
+    scale = torch.where(diag > 0, diag.clamp_min(torch.finfo(k.dtype).tiny).rsqrt(), 0.0)
+    rho = k * scale[:, None] * scale[None, :]
+    rho = ((rho + rho.T) / 2).clamp(-1.0, 1.0)
+    rho.fill_diagonal_(1.0)
+    return rho
+
+
+def predicted_gain(res2: Tensor, rho: Tensor, subset: Iterable[int]) -> float:
+    """Predicted loss decrease of adapting the sites in `subset` together (quadratic model).
+
+    Gains g = res², curvature K = D^½ R D^½ with D = diag(res²): gain(S) = ½ g_Sᵀ K_S⁻¹ g_S
+    = ½ v_Sᵀ R_S⁻¹ v_S with v = √res². Additive when R = I. R_S is pseudo-inverted (directions
+    with eigenvalue < PINV_RTOL·max dropped), so exactly redundant sites add nothing.
+    """
+    index = torch.as_tensor(list(subset), dtype=torch.long)
+    if index.numel() == 0:
+        return 0.0
+    if index.unique().numel() != index.numel():
+        raise ValueError(f"subset has repeated sites: {index.tolist()}")
+    v = res2.to(torch.float64)[index].clamp_min(0).sqrt()
+    r = rho.to(torch.float64)[index][:, index]
+    solved = torch.linalg.pinv(r, hermitian=True, rtol=PINV_RTOL) @ v
+    return 0.5 * float(v @ solved)
