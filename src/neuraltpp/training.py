@@ -1,0 +1,460 @@
+"""Training loop for neural TPPs: dev-set selection, atomic per-epoch checkpoints, exact resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from neuraltpp.data import EventDataset, atomic_write, batches
+from neuraltpp.evaluation import LikelihoodOptions, dataset_log_likelihood, write_json
+from neuraltpp.likelihood import log_likelihood
+from neuraltpp.models import TPPModel, build_model
+
+CHECKPOINT_VERSION = 1
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+RESULT_FILE = "train_result.json"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run; two runs with equal configs give equal models.
+
+    The loss per batch is ``-LL / n_scored + type_loss_weight * CE + gap_loss_weight * MSE``: the
+    likelihood per scored event plus the heads' losses averaged over events 1..n-1 (predicted
+    from the state after the previous event). Default: NLL plus type cross-entropy (so the type
+    head is usable for prediction); the gap head is trained only when ``gap_loss_weight > 0``.
+    """
+
+    model: str = "mhp"
+    model_config: dict[str, Any] = field(default_factory=dict)
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    epochs: int = 10
+    batch_size: int = 16
+    seed: int = 0
+    likelihood: LikelihoodOptions = field(default_factory=LikelihoodOptions)
+    type_loss_weight: float = 1.0
+    gap_loss_weight: float = 0.0
+    grad_clip: float | None = 1.0
+    patience: int | None = None
+    eval_batch_size: int = 64
+    sort_by_length: bool = True  # batch sequences of similar length (less padding)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.likelihood, dict):
+            self.likelihood = LikelihoodOptions(**self.likelihood)
+        checks = {
+            "lr": self.lr > 0,
+            "epochs": self.epochs >= 0,
+            "batch_size": self.batch_size >= 1,
+            "eval_batch_size": self.eval_batch_size >= 1,
+            "weight_decay": self.weight_decay >= 0,
+            "type_loss_weight": self.type_loss_weight >= 0,
+            "gap_loss_weight": self.gap_loss_weight >= 0,
+            "grad_clip": self.grad_clip is None or self.grad_clip > 0,
+            "patience": self.patience is None or self.patience >= 1,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"TrainConfig.{name}: invalid value {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable form (inverse of ``TrainConfig.from_dict``)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Rebuild a config saved with ``to_dict``."""
+        return cls(**d)
+
+
+@dataclass
+class EpochRecord:
+    """Per-epoch summary: mean training loss and dev log-likelihood per event."""
+
+    epoch: int
+    train_loss: float | None  # None for epoch 0 (the untrained model)
+    train_ll_per_event: float | None
+    dev_ll_per_event: float
+    dev_n_events: int
+
+
+@dataclass
+class TrainResult:
+    """Outcome of ``train``: the selected model, where it was saved, and the epoch history."""
+
+    model: TPPModel
+    best_epoch: int
+    best_dev_ll_per_event: float
+    history: list[EpochRecord]
+    out_dir: Path
+    best_checkpoint: Path
+    stopped_early: bool
+    likelihood_mode: str
+
+
+@dataclass
+class TrainState:
+    """Mutable loop state saved in ``last.pt``: epochs done, selection and early stopping."""
+
+    epoch: int = 0
+    best_epoch: int = 0
+    best_dev_ll_per_event: float = -math.inf
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    history: list[EpochRecord] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain form for checkpoints."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainState:
+        """Inverse of ``to_dict``."""
+        d = dict(d)
+        d["history"] = [EpochRecord(**r) for r in d["history"]]
+        return cls(**d)
+
+
+def data_fingerprint(*datasets: EventDataset) -> str:
+    """sha256 over the times, types and windows of every sequence (resume checks the data)."""
+    digest = hashlib.sha256()
+    for ds in datasets:
+        digest.update(f"{ds.num_types}/{ds.time_scale}/{len(ds)}|".encode())
+        for seq in ds.sequences:
+            digest.update(seq.times.tobytes() + seq.types.tobytes())
+            digest.update(f"{seq.window_start}/{seq.window_end}|".encode())
+    return digest.hexdigest()
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch so a CPU run is reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_model(config: TrainConfig, num_types: int) -> TPPModel:
+    """Build the model named in ``config`` with deterministic initial weights."""
+    seed_everything(config.seed)
+    return build_model(config.model, num_types, config.model_config)
+
+
+def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """Adam(W) over the model's trainable parameters."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+def epoch_batch_seed(seed: int, epoch: int) -> int:
+    """Shuffling seed for one epoch: a function of (seed, epoch) only, so resumed runs match."""
+    return (seed * 1_000_003 + epoch) % 2**31
+
+
+class _KnownStates:
+    """A view of a `TPPModel` whose ``hidden`` returns states already computed for the batch,
+    so the likelihood and the auxiliary losses share one encoder pass."""
+
+    def __init__(self, model: TPPModel, h: torch.Tensor) -> None:
+        self.model = model
+        self.h = h
+        self.h_start = model.h_start
+        self.num_types = model.num_types
+
+    def hidden(self, batch: Any) -> torch.Tensor:
+        """The precomputed states."""
+        return self.h
+
+    def intensity(self, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
+        """The wrapped model's intensity."""
+        return self.model.intensity(h, dt)
+
+
+def batch_loss(
+    model: TPPModel, batch: Any, config: TrainConfig, *, seed: int = 0
+) -> tuple[torch.Tensor, float, int]:
+    """Loss of one batch; returns (loss, summed log-likelihood, number of scored events).
+
+    ``seed`` seeds the Monte Carlo compensator points (unused with Gauss-Legendre).
+    """
+    h = model.hidden(batch)
+    ll = log_likelihood(_KnownStates(model, h), batch, **config.likelihood.kwargs(), seed=seed)
+    loss = -ll.total / max(ll.n_events, 1)
+    if config.type_loss_weight > 0 or config.gap_loss_weight > 0:
+        loss = loss + auxiliary_loss(model, batch, h, config)
+    return loss, float(ll.total.detach()), ll.n_events
+
+
+def auxiliary_loss(
+    model: TPPModel, batch: Any, h: torch.Tensor, config: TrainConfig
+) -> torch.Tensor:
+    """Type cross-entropy and squared gap error of the heads on h_j predicting event j+1,
+    averaged over the predicted events."""
+    h = h[:, :-1]
+    target_mask = batch.mask[:, 1:]
+    n = target_mask.sum().clamp(min=1)
+    loss = h.new_zeros(())
+    if config.type_loss_weight > 0:
+        logits = model.type_logits(h)
+        ce = torch.nn.functional.cross_entropy(
+            logits.transpose(1, 2), batch.types[:, 1:], reduction="none"
+        )
+        loss = loss + config.type_loss_weight * (ce * target_mask).sum() / n
+    if config.gap_loss_weight > 0:
+        gaps = (batch.times[:, 1:] - batch.times[:, :-1]).to(h.dtype)
+        se = (model.gap(h) - gaps) ** 2
+        loss = loss + config.gap_loss_weight * (se * target_mask).sum() / n
+    return loss
+
+
+def train_epoch(
+    model: TPPModel,
+    optimizer: torch.optim.Optimizer,
+    train_ds: EventDataset,
+    config: TrainConfig,
+    epoch: int,
+    *,
+    progress: bool = True,
+) -> tuple[float, float]:
+    """One pass over ``train_ds``; returns (mean loss per batch, LL per event)."""
+    model.train()
+    n_batches = math.ceil(len(train_ds.sequences) / config.batch_size)
+    it = batches(
+        train_ds,
+        config.batch_size,
+        shuffle=True,
+        seed=epoch_batch_seed(config.seed, epoch),
+        sort_by_length=config.sort_by_length,
+    )
+    bar = tqdm(it, total=n_batches, desc=f"epoch {epoch}", disable=not progress, leave=False)
+    loss_sum, ll_sum, n_events, n_seen = 0.0, 0.0, 0, 0
+    for batch in bar:
+        optimizer.zero_grad(set_to_none=True)
+        seed = (epoch_batch_seed(config.seed, epoch) + n_seen) % 2**31
+        loss, ll, n = batch_loss(model, batch, config, seed=seed)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite training loss at epoch {epoch}, batch {n_seen}")
+        loss.backward()
+        if config.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        loss_sum += float(loss.detach())
+        ll_sum += ll
+        n_events += n
+        n_seen += 1
+        bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
+    return loss_sum / max(n_seen, 1), ll_sum / max(n_events, 1)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same directory, then ``os.replace``."""
+    atomic_write(path, lambda p: torch.save(obj, p))
+
+
+def _rng_state() -> dict[str, Any]:
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def _resume_key(config: TrainConfig) -> dict[str, Any]:
+    """The part of the config a checkpoint must agree on to be resumed (all but ``epochs``)."""
+    d = config.to_dict()
+    d.pop("epochs")
+    return d
+
+
+def _model_payload(model: TPPModel, config: TrainConfig, num_types: int) -> dict[str, Any]:
+    return {
+        "version": CHECKPOINT_VERSION,
+        "config": config.to_dict(),
+        "num_types": num_types,
+        "model_state": model.state_dict(),
+    }
+
+
+def _save_best(
+    path: Path, model: TPPModel, config: TrainConfig, num_types: int, state: TrainState
+) -> None:
+    payload = _model_payload(model, config, num_types)
+    payload.update(epoch=state.epoch, dev_ll_per_event=state.best_dev_ll_per_event)
+    atomic_torch_save(payload, path)
+
+
+def _save_last(
+    path: Path,
+    model: TPPModel,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    num_types: int,
+    state: TrainState,
+    fingerprint: str,
+) -> None:
+    payload = _model_payload(model, config, num_types)
+    payload.update(
+        optimizer_state=optimizer.state_dict(),
+        rng=_rng_state(),
+        state=state.to_dict(),
+        data=fingerprint,
+    )
+    atomic_torch_save(payload, path)
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a neuraltpp checkpoint file; ValueError naming the file if it is missing or foreign."""
+    if not path.is_file():
+        raise ValueError(f"checkpoint {path}: no such file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # torch raises several unrelated types on corrupt files
+        raise ValueError(f"checkpoint {path}: cannot be read ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("version") != CHECKPOINT_VERSION:
+        raise ValueError(f"checkpoint {path}: not a neuraltpp checkpoint (version mismatch)")
+    return payload
+
+
+def _restore(
+    path: Path,
+    config: TrainConfig,
+    fingerprint: str,
+    model: TPPModel,
+    optimizer: torch.optim.Optimizer,
+) -> TrainState:
+    payload = read_checkpoint(path)
+    saved = TrainConfig.from_dict(payload["config"])
+    if _resume_key(saved) != _resume_key(config):
+        raise ValueError(
+            f"checkpoint {path} was written with a different configuration; use another output "
+            "directory, or train without resuming"
+        )
+    if payload["data"] != fingerprint:
+        raise ValueError(
+            f"checkpoint {path} was written for different train/dev data; use another output "
+            "directory, or train without resuming"
+        )
+    model.load_state_dict(payload["model_state"])
+    optimizer.load_state_dict(payload["optimizer_state"])
+    _set_rng_state(payload["rng"])
+    return TrainState.from_dict(payload["state"])
+
+
+def load_checkpoint(path: str | Path) -> tuple[TPPModel, TrainConfig, dict[str, Any]]:
+    """Load a ``best.pt``/``last.pt`` checkpoint; returns (model in eval mode, config, payload)."""
+    payload = read_checkpoint(Path(path))
+    config = TrainConfig.from_dict(payload["config"])
+    model = build_model(config.model, payload["num_types"], config.model_config)
+    model.load_state_dict(payload["model_state"])
+    model.eval()
+    return model, config, payload
+
+
+def train(
+    config: TrainConfig,
+    train_ds: EventDataset,
+    dev_ds: EventDataset,
+    out_dir: str | Path,
+    resume: bool = True,
+    *,
+    progress: bool = True,
+) -> TrainResult:
+    """Train with dev-set selection; checkpoint every epoch; continue from ``last.pt`` if resuming.
+
+    Epoch 0 is the untrained model (scored on dev, a candidate for selection). A resumed run
+    (same config, any ``epochs``) ends with the same parameters as an uninterrupted one: the
+    batch order depends only on (seed, epoch) and all RNG states are restored.
+    """
+    out_dir = Path(out_dir)
+    if train_ds.num_types != dev_ds.num_types:
+        raise ValueError(
+            f"train data has {train_ds.num_types} types but dev data has {dev_ds.num_types}"
+        )
+    num_types = train_ds.num_types
+    model = make_model(config, num_types)
+    optimizer = make_optimizer(config, model)
+    state = TrainState()
+    fingerprint = data_fingerprint(train_ds, dev_ds)
+    last_path, best_path = out_dir / LAST_CHECKPOINT, out_dir / BEST_CHECKPOINT
+
+    if resume and last_path.is_file():
+        state = _restore(last_path, config, fingerprint, model, optimizer)
+    else:
+        seed_everything(config.seed)
+        dev = dataset_log_likelihood(model, dev_ds, config.likelihood, config.eval_batch_size)
+        state.history.append(EpochRecord(0, None, None, dev.ll_per_event, dev.n_events))
+        state.best_dev_ll_per_event = dev.ll_per_event
+        _save_best(best_path, model, config, num_types, state)
+        _save_last(last_path, model, optimizer, config, num_types, state, fingerprint)
+
+    bar = tqdm(
+        total=config.epochs,
+        initial=min(state.epoch, config.epochs),
+        desc=f"train {config.model}",
+        disable=not progress,
+    )
+    while state.epoch < config.epochs and not state.stopped_early:
+        epoch = state.epoch + 1
+        loss, train_ll = train_epoch(model, optimizer, train_ds, config, epoch, progress=progress)
+        dev = dataset_log_likelihood(model, dev_ds, config.likelihood, config.eval_batch_size)
+        state.history.append(EpochRecord(epoch, loss, train_ll, dev.ll_per_event, dev.n_events))
+        state.epoch = epoch
+        if dev.ll_per_event > state.best_dev_ll_per_event:
+            state.best_epoch, state.best_dev_ll_per_event = epoch, dev.ll_per_event
+            state.bad_epochs = 0
+            _save_best(best_path, model, config, num_types, state)
+        else:
+            state.bad_epochs += 1
+            state.stopped_early = (
+                config.patience is not None and state.bad_epochs >= config.patience
+            )
+        _save_last(last_path, model, optimizer, config, num_types, state, fingerprint)
+        bar.update(1)
+        bar.set_postfix(
+            dev_ll=f"{dev.ll_per_event:.4f}",
+            best=f"{state.best_dev_ll_per_event:.4f}@{state.best_epoch}",
+        )
+    bar.close()
+
+    best_model, _, _ = load_checkpoint(best_path)
+    result = TrainResult(
+        model=best_model,
+        best_epoch=state.best_epoch,
+        best_dev_ll_per_event=state.best_dev_ll_per_event,
+        history=state.history,
+        out_dir=out_dir,
+        best_checkpoint=best_path,
+        stopped_early=state.stopped_early,
+        likelihood_mode=config.likelihood.mode,
+    )
+    write_json(result_summary(result, config), out_dir / RESULT_FILE)
+    return result
+
+
+def result_summary(result: TrainResult, config: TrainConfig) -> dict[str, Any]:
+    """JSON-ready summary of a training run (config, selection, per-epoch history)."""
+    return {
+        "config": config.to_dict(),
+        "likelihood_mode": result.likelihood_mode,
+        "best_epoch": result.best_epoch,
+        "best_dev_ll_per_event": result.best_dev_ll_per_event,
+        "stopped_early": result.stopped_early,
+        "best_checkpoint": str(result.best_checkpoint),
+        "history": [dataclasses.asdict(r) for r in result.history],
+    }

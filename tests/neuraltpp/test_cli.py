@@ -1,0 +1,315 @@
+"""The ``neuraltpp`` CLI: help texts, bad input (exit 2 naming the argument), end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from neuraltpp.cli import main
+from neuraltpp.data import load_dataset
+from neuraltpp.evaluation import load_metrics
+
+COMMANDS = ("train", "eval", "simulate", "plot", "demo", "fetch")
+TINY = ["--d-model", "8", "--n-layers", "1", "--n-heads", "2", "--d-ff", "8", "--d-state", "4"]
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str, str]:
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse exits for --help and usage errors
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_every_command(capsys: pytest.CaptureFixture[str], command: str):
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0
+    assert out.startswith(f"usage: neuraltpp {command}") and len(out.splitlines()) > 5
+
+
+def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]):
+    code, out, _ = run(capsys, "--help")
+    assert code == 0 and all(c in out for c in COMMANDS)
+
+
+@pytest.fixture(scope="module")
+def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("sim")
+    code = main(
+        [
+            "simulate",
+            "--out",
+            str(out),
+            "--types",
+            "2",
+            "--sequences",
+            "20",
+            "--horizon",
+            "10",
+            "--seed",
+            "3",
+        ]
+    )
+    assert code == 0
+    return out
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["train", "--data", "x", "--out", "o", "--epochs", "-1"], "--epochs"),
+        (["train", "--data", "x", "--out", "o", "--lr", "nan"], "--lr"),
+        (["train", "--data", "x", "--out", "o", "--model", "rnn"], "--model"),
+        (["train", "--data", "x", "--out", "o", "--dt-fn", "relu"], "--dt-fn"),
+        (["train", "--out", "o"], "--data"),
+        (["train", "--data", "/no/such/data", "--out", "{tmp}/o"], "/no/such/data"),
+        (
+            ["train", "--data", "{sim}", "--out", "{tmp}/o", "--d-model", "6", "--n-heads", "4"],
+            "n_heads",
+        ),
+        (["simulate", "--out", "o", "--types", "0"], "--types"),
+        (
+            [
+                "simulate",
+                "--out",
+                "{tmp}/s",
+                "--types",
+                "2",
+                "--mu",
+                "1,2,3",
+                "--alpha",
+                "0.1",
+                "--beta",
+                "1",
+            ],
+            "--mu",
+        ),
+        (
+            [
+                "simulate",
+                "--out",
+                "{tmp}/s",
+                "--types",
+                "2",
+                "--mu",
+                "1",
+                "--alpha",
+                "0.1,0.2",
+                "--beta",
+                "1",
+            ],
+            "--alpha",
+        ),
+        (
+            [
+                "simulate",
+                "--out",
+                "{tmp}/s",
+                "--types",
+                "1",
+                "--mu",
+                "1",
+                "--alpha",
+                "1.5",
+                "--beta",
+                "1",
+            ],
+            "spectral radius",
+        ),
+        (["simulate", "--out", "{tmp}/s", "--mu", "1"], "--mu, --alpha and --beta"),
+        (["simulate", "--out", "o", "--alpha", "a,b"], "--alpha"),
+        (
+            ["eval", "--checkpoint", "{tmp}/none.pt", "--data", "{sim}", "--out", "{tmp}/m.json"],
+            "--checkpoint",
+        ),
+        (
+            ["eval", "--checkpoint", "{sim}/params.json", "--data", "{sim}", "--out", "m.json"],
+            "params.json",
+        ),
+        (
+            ["plot", "--checkpoint", "c", "--data", "{sim}", "--out", "p.png", "--index", "-2"],
+            "--index",
+        ),
+        (["demo", "--epochs", "0"], "--epochs"),
+        (
+            ["plot", "--checkpoint", "c", "--data", "d", "--out", "p.png", "--threads", "0"],
+            "--threads",
+        ),
+    ],
+)
+def test_bad_input_exits_2_naming_the_argument(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, sim_dir: Path, argv: list[str], named: str
+):
+    argv = [a.format(tmp=tmp_path, sim=sim_dir) for a in argv]
+    code, _, err = run(capsys, *argv)
+    assert code == 2
+    assert "error: " in err and named in err
+    assert "Traceback" not in err
+
+
+def test_simulate_formats_and_true_ll(capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    code, out, _ = run(
+        capsys,
+        "simulate",
+        "--out",
+        tmp_path / "nhp",
+        "--format",
+        "nhp",
+        "--types",
+        "2",
+        "--sequences",
+        "10",
+        "--horizon",
+        "5",
+        "--mu",
+        "0.5,0.3",
+        "--alpha",
+        "0.2,0.1,0.1,0.2",
+        "--beta",
+        "1.5",
+    )
+    assert code == 0 and "wrote" in out
+    splits = load_dataset(tmp_path / "nhp")
+    assert sorted(splits) == ["dev", "test", "train"]
+    assert sum(len(s) for s in splits.values()) == 10 and splits["train"].num_types == 2
+    params = json.loads((tmp_path / "nhp" / "params.json").read_text())
+    assert params["mu"] == [0.5, 0.3] and params["beta"] == 1.5
+    assert set(params["true_ll_per_event"]["train"]) == {"condition", "start-state"}
+
+
+def test_simulate_train_eval_plot_end_to_end(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, sim_dir: Path
+):
+    run_dir = tmp_path / "run"
+    code, out, err = run(
+        capsys,
+        "train",
+        "--data",
+        sim_dir,
+        "--model",
+        "mhp",
+        "--out",
+        run_dir,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        *TINY,
+    )
+    assert code == 0, err
+    assert {"best.pt", "last.pt", "train_result.json", "run.json", "test_metrics.json"} <= {
+        p.name for p in run_dir.iterdir()
+    }
+    assert "best epoch" in out and "mode correct" in out and "test: LL/event" in out
+    assert "epoch" in err  # progress bar on stderr
+
+    code, _, err = run(capsys, "train", "--data", sim_dir, "--out", run_dir, "--epochs", "1")
+    assert code == 2 and "--resume" in err  # refuses to clobber a run
+    code, out, _ = run(
+        capsys,
+        "train",
+        "--data",
+        sim_dir,
+        "--model",
+        "mhp",
+        "--out",
+        run_dir,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--resume",
+        "--quiet",
+        *TINY,
+    )
+    assert code == 0
+    history = json.loads((run_dir / "train_result.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+
+    metrics_path = tmp_path / "metrics.json"
+    code, out, _ = run(
+        capsys,
+        "eval",
+        "--checkpoint",
+        run_dir,
+        "--data",
+        sim_dir,
+        "--split",
+        "test",
+        "--out",
+        metrics_path,
+        "--quiet",
+    )
+    assert code == 0 and "LL/event" in out
+    metrics = load_metrics(metrics_path)
+    test = load_dataset(sim_dir)["test"]
+    assert metrics.likelihood.n_events == test.n_events - len(test)
+    assert metrics.likelihood.mode == "correct"
+    assert metrics.model_prediction is not None
+    assert metrics.model_prediction.n_events == test.n_events - len(test)
+    assert metrics == load_metrics(run_dir / "test_metrics.json")  # same checkpoint, same data
+    code, _, _ = run(
+        capsys,
+        "eval",
+        "--checkpoint",
+        run_dir / "best.pt",
+        "--data",
+        sim_dir,
+        "--out",
+        metrics_path,
+        "--ll-mode",
+        "legacy",
+        "--no-predictions",
+        "--quiet",
+    )
+    legacy = load_metrics(metrics_path)
+    assert code == 0 and legacy.likelihood.mode == "legacy"
+    assert legacy.likelihood.n_events == test.n_events and legacy.model_prediction is None
+
+    png = tmp_path / "plot.png"
+    code, out, _ = run(
+        capsys, "plot", "--checkpoint", run_dir, "--data", sim_dir, "--index", "1", "--out", png
+    )
+    assert code == 0 and png.read_bytes()[:4] == b"\x89PNG"
+    code, _, err = run(
+        capsys, "plot", "--checkpoint", run_dir, "--data", sim_dir, "--index", "99", "--out", png
+    )
+    assert code == 2 and "--index" in err
+
+
+def test_eval_rejects_data_with_other_types(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, sim_dir: Path
+):
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(sim_dir),
+                "--out",
+                str(tmp_path / "r"),
+                "--epochs",
+                "0",
+                "--quiet",
+                *TINY,
+            ]
+        )
+        == 0
+    )
+    other = tmp_path / "three"
+    assert main(["simulate", "--out", str(other), "--types", "3", "--sequences", "10"]) == 0
+    code, _, err = run(
+        capsys,
+        "eval",
+        "--checkpoint",
+        tmp_path / "r",
+        "--data",
+        other,
+        "--out",
+        tmp_path / "m.json",
+    )
+    assert code == 2 and "--data" in err and "3 event types" in err
