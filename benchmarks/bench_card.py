@@ -1,0 +1,254 @@
+"""Benchmark: Layer Card build time and peak memory vs one epoch of all-layer LoRA.
+
+In one run, on the same model, task, batch size and max length:
+- card build: statistics + diagnostics + coupling over the probe examples (no probes), timed in
+  a child process whose peak RSS (resource.getrusage ru_maxrss) is the build's memory; model
+  loading is excluded from the time, and cost measurement is timed separately (not included);
+- floor: one forward+backward of all-layer LoRA over the probe examples (no optimizer step);
+- epoch: one epoch of all-layer LoRA (layercard.training) over the training examples.
+Writes card.json-style JSON, Markdown and a PNG bar plot into --out.
+
+    python benchmarks/bench_card.py --out benchmarks/results/card [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from matplotlib.figure import Figure
+from peft import LoraConfig
+from tqdm import tqdm
+
+from layercard import data
+from layercard.build import BuildConfig, build_card, library_versions, lora_settings, machine_info
+from layercard.card import atomic_write, write_text
+from layercard.cost import measure_cost
+from layercard.models import load_model
+from layercard.training import causal_lm_loss, lora_config, lora_training, train_lora
+
+TARGET_RATIO = 0.20
+QUICK = {"probe_examples": 16, "train_examples": 32, "coupling_examples": 8}
+
+
+@dataclass
+class BenchResult:
+    """Everything the benchmark measured, with the settings and machine it ran on."""
+
+    model: str
+    task: str
+    probe_examples: int
+    train_examples: int
+    coupling_examples: int
+    batch_size: int
+    max_length: int
+    rank: int
+    seed: int
+    quick: bool
+    n_params: int
+    card_seconds: float  # statistics + diagnostics + coupling (no load, no cost, no probes)
+    card_stages: dict[str, float]
+    cost_seconds: float  # cost measurement, reported separately (not in card_seconds)
+    floor_seconds: float  # one forward+backward of all-layer LoRA over the probe examples
+    epoch_seconds: float  # one epoch of all-layer LoRA over the training examples
+    ratio: float  # card_seconds / epoch_seconds
+    floor_ratio: float  # floor_seconds / epoch_seconds
+    target_ratio: float
+    peak_rss_bytes: int  # of the card build (child process, ru_maxrss)
+    fp32_model_bytes: int
+    rss_target_bytes: int  # 1.5 × fp32 model size + 1 GiB
+    machine: dict[str, object]
+    versions: dict[str, str]
+
+
+def _config(args: argparse.Namespace) -> BuildConfig:
+    return BuildConfig(
+        model=args.model,
+        task=args.task,
+        probe_examples=args.probe_examples,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        rank=args.rank,
+        coupling_examples=args.coupling_examples,
+        seed=args.seed,
+        cost=False,
+        progress=not args.quiet,
+    )
+
+
+def _child_build(args: argparse.Namespace) -> None:
+    """Build the card (no cost, no probes) and print its stage times and peak RSS as JSON."""
+    card = build_card(_config(args))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    print(json.dumps({"stages": card.timings.stages, "peak_rss_bytes": peak}))
+
+
+def _card_in_child(args: argparse.Namespace) -> dict[str, object]:
+    command = [sys.executable, __file__, "--child-build", *sys.argv[1:]]
+    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"error: the card build (child process) failed with {proc.returncode}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _floor_seconds(
+    model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], config: LoraConfig,
+    args: argparse.Namespace,
+) -> float:
+    """One forward+backward of all-layer LoRA over `batches`, without optimizer steps."""
+    lr = lora_settings(_config(args)).lr
+    with lora_training(model, config, lr=lr, seed=args.seed) as (peft_model, _):
+        start = time.perf_counter()
+        for batch in tqdm(batches, desc="floor fwd+bwd", disable=args.quiet, leave=False):
+            causal_lm_loss(peft_model, batch).backward()
+        seconds = time.perf_counter() - start
+        peft_model.zero_grad(set_to_none=True)
+    return seconds
+
+
+def run(args: argparse.Namespace) -> BenchResult:
+    """Measure card build (child process), cost, floor and one LoRA epoch."""
+    child = _card_in_child(args)
+    stages = child["stages"]
+    loaded = load_model(args.model)
+    task = data.load_task(args.task, seed=args.seed)
+    add_eos = task.kind == "generation"
+    pad = loaded.tokenizer.pad_token_id
+
+    def batches_of(examples: list[data.Example]) -> list[dict[str, torch.Tensor]]:
+        rows = data.tokenize(examples, loaded.tokenizer, max_length=args.max_length,
+                             add_eos=add_eos)
+        return list(data.batches(rows, batch_size=args.batch_size, pad_id=pad))
+
+    probe = batches_of(task.train[: args.probe_examples])
+    train = batches_of(task.train[: args.train_examples])
+    settings = lora_settings(_config(args))
+
+    start = time.perf_counter()
+    measure_cost(loaded.model, probe, settings, seed=args.seed, progress=not args.quiet)
+    cost_seconds = time.perf_counter() - start
+
+    all_layers = lora_config(loaded.model, range(loaded.n_layers), settings)
+    floor = _floor_seconds(loaded.model, probe, all_layers, args)
+    start = time.perf_counter()
+    train_lora(loaded.model, train, all_layers, steps=len(train), lr=settings.lr,
+               seed=args.seed, progress=not args.quiet)
+    epoch = time.perf_counter() - start
+
+    n_params = sum(p.numel() for p in loaded.model.parameters())
+    card_seconds = stages["measure"]
+    return BenchResult(
+        model=args.model, task=args.task, probe_examples=args.probe_examples,
+        train_examples=args.train_examples, coupling_examples=args.coupling_examples,
+        batch_size=args.batch_size, max_length=args.max_length, rank=args.rank, seed=args.seed,
+        quick=args.quick, n_params=n_params,
+        card_seconds=card_seconds, card_stages=stages, cost_seconds=cost_seconds,
+        floor_seconds=floor, epoch_seconds=epoch,
+        ratio=card_seconds / epoch, floor_ratio=floor / epoch, target_ratio=TARGET_RATIO,
+        peak_rss_bytes=int(child["peak_rss_bytes"]), fp32_model_bytes=4 * n_params,
+        rss_target_bytes=int(1.5 * 4 * n_params + 2**30),
+        machine=asdict(machine_info()), versions=library_versions(),
+    )
+
+
+def to_markdown(r: BenchResult) -> str:
+    """A short report of the result."""
+    gib = 2**30
+    ok = "meets" if r.ratio <= r.target_ratio else "misses"
+    rss_ok = "meets" if r.peak_rss_bytes <= r.rss_target_bytes else "misses"
+    m = r.machine
+    return "\n".join([
+        f"# Layer Card build vs one LoRA epoch{' (quick smoke run)' if r.quick else ''}",
+        "",
+        f"Model `{r.model}` ({r.n_params:,} parameters), task `{r.task}`, batch size "
+        f"{r.batch_size}, max length {r.max_length}, LoRA rank {r.rank}, seed {r.seed}.",
+        "",
+        "| what | seconds | ratio to epoch |",
+        "|---|---|---|",
+        f"| card build: {r.probe_examples} probe examples, coupling on {r.coupling_examples}, "
+        f"no probes (excl. model load and cost) | {r.card_seconds:.1f} | {r.ratio:.3f} |",
+        f"| floor: one fwd+bwd of all-layer LoRA over the probe examples | "
+        f"{r.floor_seconds:.1f} | {r.floor_ratio:.3f} |",
+        f"| one epoch all-layer LoRA r={r.rank}, {r.train_examples} examples | "
+        f"{r.epoch_seconds:.1f} | 1 |",
+        f"| cost measurement (separate, not in the card build time) | {r.cost_seconds:.1f} | "
+        f"{r.cost_seconds / r.epoch_seconds:.3f} |",
+        "",
+        f"- ratio {r.ratio:.3f} {ok} the target ≤ {r.target_ratio} "
+        f"(floor {r.floor_ratio:.3f}).",
+        f"- peak RSS of the card build {r.peak_rss_bytes / gib:.2f} GiB {rss_ok} the target "
+        f"≤ 1.5 × fp32 model ({r.fp32_model_bytes / gib:.2f} GiB) + 1 GiB = "
+        f"{r.rss_target_bytes / gib:.2f} GiB.",
+        "- card build stages (s): "
+        + ", ".join(f"{k} {v:.1f}" for k, v in r.card_stages.items()),
+        f"- machine: {m['processor']}, {m['cpu_count']} cores, {m['torch_threads']} torch "
+        f"threads, {int(m['memory_bytes']) / gib:.1f} GiB RAM ({m['platform']})",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in r.versions.items()),
+        "",
+        "![times](bench_card.png)",
+        "",
+    ])
+
+
+def plot(r: BenchResult, path: Path) -> None:
+    """Bar plot of the four times."""
+    fig = Figure(figsize=(7, 3.5))
+    ax = fig.subplots()
+    labels = ["floor\nfwd+bwd", "card build", "cost\n(separate)", "LoRA epoch"]
+    values = [r.floor_seconds, r.card_seconds, r.cost_seconds, r.epoch_seconds]
+    bars = ax.bar(labels, values, color=["C7", "C0", "C2", "C3"])
+    ax.bar_label(bars, fmt="%.1f s", fontsize=8)
+    ax.set_ylabel("seconds")
+    ax.set_title(f"{r.model} on {r.task}: card / epoch = {r.ratio:.3f} "
+                 f"(floor {r.floor_ratio:.3f})", fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--out", type=Path, required=True, help="directory for the results")
+    parser.add_argument("--model", default="smollm2-135m", help="default: %(default)s")
+    parser.add_argument("--task", default="sentiment", help="default: %(default)s")
+    parser.add_argument("--probe-examples", type=int, default=256, help="default: %(default)s")
+    parser.add_argument("--train-examples", type=int, default=2000,
+                        help="examples in the LoRA epoch; default: %(default)s")
+    parser.add_argument("--coupling-examples", type=int, default=64, help="default: %(default)s")
+    parser.add_argument("--batch-size", type=int, default=8, help="default: %(default)s")
+    parser.add_argument("--max-length", type=int, default=256, help="default: %(default)s")
+    parser.add_argument("--rank", type=int, default=8, help="default: %(default)s")
+    parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run with tiny sizes {QUICK} (overrides those options)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--child-build", action="store_true", help=argparse.SUPPRESS)
+    return parser
+
+
+def main() -> None:
+    """Run the benchmark and write bench_card.json, bench_card.md and bench_card.png."""
+    args = _parser().parse_args()
+    if args.quick:
+        vars(args).update(QUICK)
+    if args.child_build:
+        _child_build(args)
+        return
+    result = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text(args.out / "bench_card.json", json.dumps(asdict(result), indent=2) + "\n")
+    write_text(args.out / "bench_card.md", to_markdown(result))
+    plot(result, args.out / "bench_card.png")
+    print(to_markdown(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""The `layercard` command end to end on a tiny random Llama with a hand-made tokenizer."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from layercard.card import SCHEMA, read_card
+from layercard.cli import main
+
+WORDS = ["good", "bad", "film", "plot", "great", "awful", "the", "a", "acting", "dull"]
+VOCAB = ["[UNK]", "[PAD]", "</s>", "Review", ":", "Sentiment", "positive", "negative", *WORDS]
+POSITIVE, NEGATIVE = {"good", "great"}, {"bad", "awful", "dull"}
+N_LAYERS = 3
+# small but complete: cost on two depths, probes, coupling on a subset of the probe examples
+FAST = ["--probe-examples", "16", "--batch-size", "4", "--max-length", "32",
+        "--coupling-examples", "8", "--probe-steps", "2", "--probe-dev-examples", "4",
+        "--cost-depths", "2", "--cost-steps", "1", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-layer random Llama saved with save_pretrained, with a word-level tokenizer beside it."""
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>"
+    ).save_pretrained(directory)
+    config = LlamaConfig(
+        vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64,
+        num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """80 labelled review snippets over the tiny vocabulary, as JSONL."""
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("task") / "reviews.jsonl"
+    rows = []
+    for _ in range(80):
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
+        score = sum((w in POSITIVE) - (w in NEGATIVE) for w in text.split())
+        label = "positive" if score > 0 or (score == 0 and rng.random() < 0.5) else "negative"
+        rows.append(json.dumps({"prompt": f"Review: {text}\nSentiment:", "label": label}))
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def built(tiny_model: Path, tiny_task: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One card directory built through the CLI with the FAST settings."""
+    out = tmp_path_factory.mktemp("cards") / "card"
+    status = main(["build", "--model", str(tiny_model), "--task", str(tiny_task),
+                   "--out", str(out), *FAST])
+    assert status == 0
+    return out
+
+
+def _build_args(model: Path | str, task: Path | str, out: Path, *extra: str) -> list[str]:
+    return ["build", "--model", str(model), "--task", str(task), "--out", str(out), *extra]
+
+
+def test_help_describes_commands_and_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert all(command in text for command in ("build", "show", "fetch"))
+    with pytest.raises(SystemExit):
+        main(["build", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--probe-examples", "--rank", "--ridge", "--coupling-examples",
+                   "--probe-steps", "--no-cost", "--quiet", "card.json", "timings"):
+        assert option in text
+    assert "(default: 256)" in text and "(default: 0.001)" in text
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        (["--rank", "0"], "--rank"),
+        (["--ridge", "-1"], "--ridge"),
+        (["--ridge", "nan"], "--ridge"),
+        (["--probe-examples", "0"], "--probe-examples"),
+        (["--batch-size", "-2"], "--batch-size"),
+        (["--probe-steps", "-1"], "--probe-steps"),
+        (["--max-length", "1"], "--max-length"),
+        (["--cost-depths", "0"], "--cost-depths"),
+        (["--rank", "eight"], "--rank"),
+    ],
+)
+def test_bad_numbers_exit_2_naming_the_option(
+    extra: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _build_args("smollm2-135m", "sentiment", tmp_path / "out", *extra)
+    try:
+        status = main(args)
+    except SystemExit as exit_info:  # argparse rejects non-numbers itself
+        status = exit_info.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and named in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_model_task_and_out_exit_2_naming_the_argument(
+    tiny_model: Path, tiny_task: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    assert main(_build_args(tmp_path / "no-such-model", tiny_task, out, "--quiet")) == 2
+    assert "--model" in capsys.readouterr().err
+    assert main(_build_args(tiny_model, tmp_path / "missing.jsonl", out, "--quiet")) == 2
+    assert "--task" in capsys.readouterr().err
+    (tmp_path / "notes.txt").write_text("not a task")
+    assert main(_build_args(tiny_model, tmp_path / "notes.txt", out, "--quiet")) == 2
+    assert "unsupported file type" in capsys.readouterr().err
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "keep.txt").write_text("mine")
+    assert main(_build_args(tiny_model, tiny_task, busy, "--quiet")) == 2
+    assert "--out" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_show_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(tmp_path / "card.json")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+    (tmp_path / "card.json").write_text('{"schema": "other"}')
+    assert main(["show", str(tmp_path)]) == 2
+    assert "schema 'other' is not supported" in capsys.readouterr().err
+
+
+def test_build_writes_a_complete_card(built: Path) -> None:
+    names = sorted(p.name for p in built.iterdir())
+    assert names == ["card.json", "card.md", "conditioning.png", "cost.png", "coupling.png",
+                     "gain_vs_cost.png", "resnorm.png"]
+    card = read_card(built / "card.json")
+    assert card.schema == SCHEMA
+    p = card.provenance
+    assert p.model.n_layers == card.n_layers == N_LAYERS
+    assert len(p.model.weights_hash) == 64 and len(p.task.data_hash) == 64
+    assert p.settings.probe_examples == 16 and p.settings.rank == 8
+    assert set(p.versions) >= {"torch", "transformers", "peft", "python"}
+    assert len(card.sites) == 7 * N_LAYERS  # q, k, v, o, gate, up, down per block
+    for site in card.sites:
+        assert 0 <= site.rel_resnorm <= 1
+        assert site.resnorm2_rank <= site.resnorm2 + 1e-12
+        assert site.noise_amplification >= 1 - 1e-9
+    rho = torch.tensor(card.coupling.matrix)
+    assert torch.allclose(rho, rho.T) and torch.all(rho.diagonal() == 1)
+    assert card.coupling.n_examples == 8
+    assert card.cost is not None and card.timings.cost is not None
+    assert card.cost.memory.all_layers_bytes > 0
+    assert card.probe is not None and len(card.probe.gains) == N_LAYERS
+    assert card.probe.base_dev_loss > 0 and all(math.isfinite(g) for g in card.probe.gains)
+    assert -1 <= card.probe.spearman <= 1
+    front = (built / "card.md").read_text().split("---\n")[1]
+    assert f"base_model: {p.model.id}" in front
+
+
+def test_show_renders_the_built_card(built: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(built / "card.json")]) == 0
+    text = capsys.readouterr().out
+    assert "Layer Card (layercard/card@1)" in text
+    assert "Findings" in text and "Spearman" in text
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("layer "))
+    table = lines[start + 2 : start + 2 + N_LAYERS]
+    assert [int(line.split()[0]) for line in table] == list(range(N_LAYERS))
+    assert lines[start + 2 + N_LAYERS] == ""
+
+
+def test_same_seed_gives_identical_card_json_except_timings(
+    tiny_model: Path, tiny_task: Path, built: Path, tmp_path: Path
+) -> None:
+    again = tmp_path / "again"
+    assert main(_build_args(tiny_model, tiny_task, again, *FAST)) == 0
+    first = json.loads((built / "card.json").read_text())
+    second = json.loads((again / "card.json").read_text())
+    assert first.pop("timings") != second.pop("timings")  # wall clock differs...
+    assert first == second  # ...everything else is identical
+    other = tmp_path / "other-seed"
+    assert main(_build_args(tiny_model, tiny_task, other, *FAST, "--seed", "1")) == 0
+    third = json.loads((other / "card.json").read_text())
+    assert third["provenance"]["task"]["split_seed"] == 1
+    assert third["layers"] != first["layers"]  # another split → another probe set
+
+
+def test_benchmark_quick_smoke_run(tiny_model: Path, tiny_task: Path, tmp_path: Path) -> None:
+    script = Path(__file__).parents[2] / "benchmarks" / "bench_card.py"
+    out = tmp_path / "bench"
+    proc = subprocess.run(
+        [sys.executable, str(script), "--quick", "--quiet", "--model", str(tiny_model),
+         "--task", str(tiny_task), "--out", str(out)],
+        capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((out / "bench_card.json").read_text())
+    assert result["quick"] and result["probe_examples"] == 16 and result["train_examples"] == 32
+    for key in ("card_seconds", "floor_seconds", "epoch_seconds", "cost_seconds"):
+        assert result[key] > 0
+    assert result["ratio"] == pytest.approx(result["card_seconds"] / result["epoch_seconds"])
+    assert result["peak_rss_bytes"] > 100 * 2**20  # a real process with torch loaded
+    assert {"torch", "transformers", "peft", "python"} <= set(result["versions"])
+    assert result["machine"]["cpu_count"] >= 1
+    assert (out / "bench_card.png").read_bytes().startswith(b"\x89PNG")
+    assert "card build" in (out / "bench_card.md").read_text()
