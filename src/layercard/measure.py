@@ -28,6 +28,7 @@ from layercard.statistics import (
     SiteStats,
     best_correction,
     coupling_from_gains,
+    coupling_shrinkage,
     site_diagnostics,
 )
 
@@ -35,8 +36,8 @@ Batch = dict[str, Tensor]
 COUPLING_METHOD = (
     "per-example gains: rho_ab = K_ab/sqrt(K_aa K_bb), K = covariance over examples of "
     "s_a(i) = <G_a(i), dW*_a> (the first-order gain of example i along site a's best correction) "
-    "over {n} "
-    "probe examples; layer gains are sums of their modules' gains"
+    "over {n} probe examples; layer gains are sums of their modules' gains; off-diagonal "
+    "entries shrunk toward 0 by the Schafer-Strimmer intensity {shrinkage:.3f}"
 )
 
 
@@ -122,25 +123,37 @@ class _Session(ABC):
 
     def loss_backward(self, batch: Batch, scale: float) -> float:
         """Forward, then backward of scale·(summed completion loss) down to the embeddings;
-        returns the summed loss. Site hooks see the gradients; no parameter gradient is formed."""
-        with torch.enable_grad():
-            logits = self.model(
-                input_ids=batch["input_ids"],
-                attention_mask=batch["attention_mask"],
-                use_cache=False,
-            ).logits[:, :-1]
-            if logits.dtype in (torch.float16, torch.bfloat16):
-                logits = logits.float()
-            labels = batch["labels"][:, 1:]
-            loss = F.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]),
-                labels.reshape(-1),
-                ignore_index=-100,
-                reduction="sum",
-            )
-            if self.leaf is None:
-                raise RuntimeError("the input-embedding module was not called by forward")
-            torch.autograd.grad(loss * scale, self.leaf)
+        returns the summed loss. Site hooks see the gradients; no parameter gradient is formed.
+
+        The output head runs only at the positions whose next token carries loss (a pre-hook
+        selects them), so no full [batch, length, vocab] logits are formed: same loss and
+        gradients, far less memory on short completions and large vocabularies."""
+        head = self.model.get_output_embeddings()
+        if head is None:
+            raise RuntimeError(f"{type(self.model).__name__} has no output embeddings (LM head)")
+        next_labels = batch["labels"][:, 1:]
+        rows, cols = (next_labels != -100).nonzero(as_tuple=True)
+
+        def keep_loss_positions(module: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...]:
+            return (args[0][rows, cols].unsqueeze(0), *args[1:])
+
+        handle = head.register_forward_pre_hook(keep_loss_positions)
+        try:
+            with torch.enable_grad():
+                logits = self.model(
+                    input_ids=batch["input_ids"],
+                    attention_mask=batch["attention_mask"],
+                    use_cache=False,
+                ).logits
+                logits = logits.reshape(-1, logits.shape[-1])
+                if logits.dtype in (torch.float16, torch.bfloat16):
+                    logits = logits.float()
+                loss = F.cross_entropy(logits, next_labels[rows, cols], reduction="sum")
+                if self.leaf is None:
+                    raise RuntimeError("the input-embedding module was not called by forward")
+                torch.autograd.grad(loss * scale, self.leaf)
+        finally:
+            handle.remove()
         self.leaf = None
         return float(loss.detach())
 
@@ -356,13 +369,14 @@ def measure(
     layer_of = torch.tensor([site.layer for site in probe.sites])
     layer_gains = torch.zeros(n_coupling, n_layers, dtype=torch.float64)
     layer_gains.index_add_(1, layer_of, gains)
+    shrinkage = coupling_shrinkage(layer_gains)
     return Measurements(
         sites=probe.sites,
         stats=diagnostics,
-        coupling=coupling_from_gains(layer_gains),
-        site_coupling=coupling_from_gains(gains),
+        coupling=coupling_from_gains(layer_gains, shrinkage=shrinkage),
+        site_coupling=coupling_from_gains(gains, shrinkage=coupling_shrinkage(gains)),
         example_gains=gains,
-        coupling_method=COUPLING_METHOD.format(n=n_coupling),
+        coupling_method=COUPLING_METHOD.format(n=n_coupling, shrinkage=shrinkage),
         n_probe_examples=probe.n_examples,
         n_probe_tokens=probe.n_tokens,
         n_loss_tokens=probe.n_loss_tokens,

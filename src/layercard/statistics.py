@@ -281,23 +281,51 @@ def best_correction(stats: SiteStats, *, ridge_eps: float, rank: int | None = No
     return torch.linalg.solve_triangular(factor.T, truncated.T, upper=True).T
 
 
-def coupling_from_gains(s: Tensor) -> Tensor:
-    """Coupling ρ [n_sites, n_sites] from per-example first-order gains s [n_examples, n_sites].
-
-    ρ_ab = K_ab/√(K_aa K_bb) with K the covariance of the gains across examples (the design
-    note's per-example estimate). Centred on purpose: every example gains along every site's
-    mean-gradient correction, so the uncentred second moment is dominated by that shared mean
-    and puts ρ ≈ 1 between all layers (seen on SmolLM2). Sites whose gains do not vary get ρ = 0
-    off the diagonal. Returned in float64 with unit diagonal, symmetric, entries in [-1, 1].
-    """
+def _standardized_gains(s: Tensor) -> Tensor:
+    """Gains centred and scaled to unit variance per site (sites that do not vary stay 0)."""
     if s.dim() != 2 or s.shape[0] < 2:
         raise ValueError(f"s must have shape [n_examples >= 2, n_sites], got {list(s.shape)}")
     s = s.to(torch.float64)
     s = s - s.mean(dim=0)
-    k = s.T @ s / s.shape[0]
-    diag = torch.diagonal(k)
-    scale = torch.where(diag > 0, diag.clamp_min(torch.finfo(k.dtype).tiny).rsqrt(), 0.0)
-    rho = k * scale[:, None] * scale[None, :]
+    var = (s * s).mean(dim=0)
+    scale = torch.where(var > 0, var.clamp_min(torch.finfo(s.dtype).tiny).rsqrt(), 0.0)
+    return s * scale
+
+
+def coupling_shrinkage(s: Tensor) -> float:
+    """Schäfer–Strimmer shrinkage intensity λ ∈ [0, 1] of the gain correlation toward identity.
+
+    λ = Σ_{a≠b} Var(ρ_ab) / Σ_{a≠b} ρ_ab², with Var(ρ_ab) estimated from the per-example products
+    of standardized gains: ~0 when the correlations are large against their sampling noise, ~1 when
+    they are noise. Few examples and many sites leave R's small eigenvalues far too small, and
+    predicted gains of layer sets (which invert R) would blow up without it.
+    """
+    z = _standardized_gains(s)
+    n = z.shape[0]
+    products = z[:, :, None] * z[:, None, :]
+    mean = products.mean(dim=0)
+    var = n / (n - 1) ** 3 * ((products - mean) ** 2).sum(dim=0)
+    off = ~torch.eye(z.shape[1], dtype=torch.bool)
+    denom = float((mean[off] * n / (n - 1)).square().sum())
+    if denom == 0.0:
+        return 1.0
+    return min(1.0, max(0.0, float(var[off].sum()) / denom))
+
+
+def coupling_from_gains(s: Tensor, *, shrinkage: float = 0.0) -> Tensor:
+    """Coupling ρ [n_sites, n_sites] from per-example first-order gains s [n_examples, n_sites].
+
+    ρ_ab = K_ab/√(K_aa K_bb) with K the covariance of the gains across examples (the design
+    note's per-example estimate), off-diagonal entries shrunk by (1 − shrinkage) toward 0.
+    Centred on purpose: every example gains along every site's mean-gradient correction, so the
+    uncentred second moment is dominated by that shared mean and puts ρ ≈ 1 between all layers
+    (seen on SmolLM2). Sites whose gains do not vary get ρ = 0 off the diagonal. Returned in
+    float64 with unit diagonal, symmetric, entries in [-1, 1].
+    """
+    if not 0.0 <= shrinkage <= 1.0:
+        raise ValueError(f"shrinkage must be in [0, 1], got {shrinkage}")
+    z = _standardized_gains(s)
+    rho = (1.0 - shrinkage) * (z.T @ z) / z.shape[0]
     rho = ((rho + rho.T) / 2).clamp(-1.0, 1.0)
     rho.fill_diagonal_(1.0)
     return rho

@@ -13,6 +13,7 @@ from layercard.statistics import (
     SiteStats,
     best_correction,
     coupling_from_gains,
+    coupling_shrinkage,
     predicted_gain,
     site_diagnostics,
 )
@@ -233,6 +234,22 @@ def test_coupling_is_the_centred_correlation_of_gains() -> None:
     assert flipped[0, 1] == pytest.approx(-1.0, abs=1e-12)
     independent = torch.randn(4000, 2, generator=gen, dtype=torch.float64) + 10.0
     assert coupling_from_gains(independent)[0, 1].abs() < 0.1
+
+
+def test_coupling_shrinkage_tracks_signal_against_sampling_noise() -> None:
+    gen = torch.Generator().manual_seed(11)
+    common = torch.randn(2000, 1, generator=gen, dtype=torch.float64)
+    strong = common + 0.1 * torch.randn(2000, 5, generator=gen, dtype=torch.float64)
+    assert coupling_shrinkage(strong) < 0.01  # real, well-estimated correlation: kept
+    noise = torch.randn(20, 10, generator=gen, dtype=torch.float64)
+    assert coupling_shrinkage(noise) > 0.5  # independent sites, few examples: mostly noise
+    shrunk = coupling_from_gains(noise, shrinkage=0.5)
+    full = coupling_from_gains(noise)
+    off = ~torch.eye(10, dtype=torch.bool)
+    assert torch.allclose(shrunk[off], 0.5 * full[off])
+    assert torch.equal(torch.diagonal(shrunk), torch.ones(10, dtype=torch.float64))
+    # shrinkage keeps R positive definite, so set predictions stay bounded
+    assert torch.linalg.eigvalsh(coupling_from_gains(noise, shrinkage=0.6)).min() > 0
 
 
 def _random_coupling(k: int, p: float, seed: int) -> torch.Tensor:
