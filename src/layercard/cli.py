@@ -93,9 +93,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="dev examples the probe runs are scored on")
     build.add_argument("--seed", type=int, metavar="N", default=DEFAULTS.seed,
                        help="seed of the data split, probe set and LoRA initialisation")
-    build.add_argument("--no-cost", dest="cost", action="store_false",
-                       help="skip measuring training time, memory and serving overhead (default: "
-                       "measure them)")
+    build.add_argument("--cost", action=argparse.BooleanOptionalAction, default=True,
+                       help="measure training time, memory and serving overhead (--no-cost skips)")
     build.add_argument("--cost-depths", type=int, metavar="N",
                        default=DEFAULTS.cost_settings.depths,
                        help="single-layer depths timed for the cost-vs-depth fit")

@@ -30,7 +30,14 @@ from neuraltpp.data import (
     write_pickle,
 )
 from neuraltpp.earthquakes import FetchError
-from neuraltpp.evaluation import LikelihoodOptions, Metrics, evaluate, save_metrics, write_json
+from neuraltpp.evaluation import (
+    LikelihoodOptions,
+    Metrics,
+    aggregate,
+    evaluate,
+    save_metrics,
+    write_json,
+)
 from neuraltpp.likelihood import FIRST_EVENT, INTEGRATIONS, MODES
 from neuraltpp.models import MODEL_NAMES, ModelConfig, TPPModel
 from neuraltpp.models.mhp import DT_FUNCTIONS
@@ -280,9 +287,9 @@ def _checkpoint_path(text: str) -> Path:
     return path / BEST_CHECKPOINT if path.is_dir() else path
 
 
-def _load_model(args: argparse.Namespace) -> tuple[TPPModel, TrainConfig]:
+def _load_model(checkpoint: str) -> tuple[TPPModel, TrainConfig]:
     try:
-        model, config, _ = load_checkpoint(_checkpoint_path(args.checkpoint))
+        model, config, _ = load_checkpoint(_checkpoint_path(checkpoint))
     except ValueError as exc:
         raise CLIError(f"--checkpoint: {exc}") from exc
     return model, config
@@ -466,9 +473,16 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
         help="score a checkpoint on data and write metrics JSON",
         description="Evaluate a checkpoint (a best.pt/last.pt file or a run directory): LL per "
         "event with its likelihood conventions, type accuracy and RMSE of the next gap from the "
-        "model's expected time/type and from its heads, each with its event count.",
+        "model's expected time/type and from its heads, each with its event count. Several "
+        "checkpoints (e.g. one run per seed) give each run's metrics plus their mean and "
+        "standard deviation.",
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint file or run directory")
+    p.add_argument(
+        "--checkpoint",
+        required=True,
+        nargs="+",
+        help="checkpoint file(s) or run directory(ies); several → mean and spread over runs",
+    )
     _add_data_options(p, split="test")
     p.add_argument("--out", type=Path, required=True, help="metrics JSON to write")
     p.add_argument("--batch-size", type=positive_int, default=64, help="default 64")
@@ -483,29 +497,49 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """``neuraltpp eval``."""
-    model, config = _load_model(args)
+    """``neuraltpp eval``: one checkpoint → its metrics; several → each run plus mean and spread."""
     splits = load_splits(args.data, seed=args.data_seed, time_scale=args.time_scale)
     ds = _split(splits, args.split, args.data, "--split")
-    _check_types(model, ds, args.data)
-    options = _likelihood_options(args, config.likelihood)
-    metrics = evaluate(
-        model,
-        ds,
-        **options.kwargs(),
-        batch_size=args.batch_size,
-        predictions=not args.no_predictions,
-        progress=_progress(args),
-    )
-    save_metrics(
-        metrics,
-        args.out,
-        checkpoint=str(_checkpoint_path(args.checkpoint)),
-        data=args.data,
-        split=args.split,
-        model=config.model,
-    )
-    print(_describe(metrics))
+    runs: list[tuple[Metrics, dict[str, Any]]] = []
+    for checkpoint in args.checkpoint:
+        model, config = _load_model(checkpoint)
+        _check_types(model, ds, args.data)
+        options = _likelihood_options(args, config.likelihood)
+        metrics = evaluate(
+            model,
+            ds,
+            **options.kwargs(),
+            batch_size=args.batch_size,
+            predictions=not args.no_predictions,
+            progress=_progress(args),
+        )
+        provenance = {
+            "checkpoint": str(_checkpoint_path(checkpoint)),
+            "data": args.data,
+            "split": args.split,
+            "model": config.model,
+        }
+        runs.append((metrics, provenance))
+        print(f"{provenance['checkpoint']}: {_describe(metrics)}")
+    if len(runs) == 1:
+        save_metrics(runs[0][0], args.out, **runs[0][1])
+    else:
+        try:
+            spread = aggregate([metrics for metrics, _ in runs])
+        except ValueError as exc:
+            raise CLIError(f"--checkpoint: {exc}") from exc
+        write_json(
+            {
+                "runs": [{**m.to_dict(), **prov} for m, prov in runs],
+                "aggregate": spread.to_dict(),
+            },
+            args.out,
+        )
+        ll = "likelihood.ll_per_event"
+        print(
+            f"over {spread.n_runs} runs: LL/event {spread.mean[ll]:.4f} ± {spread.std[ll]:.4f} "
+            f"(mean ± std, {spread.labels.get('likelihood.mode', 'correct')} likelihood)"
+        )
     print(f"wrote {args.out}")
     return 0
 
@@ -665,7 +699,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
 
     if args.points < 2:
         raise CLIError(f"--points: must be at least 2, got {args.points}")
-    model, config = _load_model(args)
+    model, config = _load_model(args.checkpoint)
     splits = load_splits(args.data, seed=args.data_seed, time_scale=args.time_scale)
     ds = _split(splits, args.split, args.data, "--split")
     _check_types(model, ds, args.data)

@@ -270,6 +270,29 @@ def test_simulate_train_eval_plot_end_to_end(
     assert code == 0 and legacy.likelihood.mode == "legacy"
     assert legacy.likelihood.n_events == test.n_events and legacy.model_prediction is None
 
+    spread_path = tmp_path / "spread.json"
+    code, out, _ = run(
+        capsys,
+        "eval",
+        "--checkpoint",
+        run_dir / "best.pt",
+        run_dir / "last.pt",
+        "--data",
+        sim_dir,
+        "--out",
+        spread_path,
+        "--no-predictions",
+        "--quiet",
+    )
+    assert code == 0 and "over 2 runs" in out
+    spread = json.loads(spread_path.read_text())
+    lls = [r["likelihood"]["ll_per_event"] for r in spread["runs"]]
+    assert [Path(r["checkpoint"]).name for r in spread["runs"]] == ["best.pt", "last.pt"]
+    assert spread["aggregate"]["mean"]["likelihood.ll_per_event"] == pytest.approx(sum(lls) / 2)
+    assert spread["aggregate"]["std"]["likelihood.ll_per_event"] == pytest.approx(
+        abs(lls[0] - lls[1]) / 2**0.5
+    )
+
     png = tmp_path / "plot.png"
     code, out, _ = run(
         capsys, "plot", "--checkpoint", run_dir, "--data", sim_dir, "--index", "1", "--out", png
