@@ -119,13 +119,10 @@ def run(args: argparse.Namespace) -> BenchResult:
     stages = child["stages"]
     loaded = load_model(args.model)
     task = data.load_task(args.task, seed=args.seed)
-    add_eos = task.kind == "generation"
-    pad = loaded.tokenizer.pad_token_id
 
     def batches_of(examples: list[data.Example]) -> list[dict[str, torch.Tensor]]:
-        rows = data.tokenize(examples, loaded.tokenizer, max_length=args.max_length,
-                             add_eos=add_eos)
-        return list(data.batches(rows, batch_size=args.batch_size, pad_id=pad))
+        return data.task_batches(examples, loaded.tokenizer, kind=task.kind,
+                                 max_length=args.max_length, batch_size=args.batch_size)
 
     probe = batches_of(task.train[: args.probe_examples])
     train = batches_of(task.train[: args.train_examples])

@@ -158,14 +158,14 @@ def _probe_section(
     layers: list[LayerEntry],
 ) -> ProbeSection:
     """Single-layer LoRA probes on every layer, scored on the first dev examples."""
-    dev = data.tokenize(
-        task.dev[: config.probe_dev_examples],
+    dev = task.dev[: config.probe_dev_examples]
+    dev_batches = data.task_batches(
+        dev,
         loaded.tokenizer,
+        kind=task.kind,
         max_length=config.max_length,
-        add_eos=task.kind == "generation",
+        batch_size=config.batch_size,
     )
-    pad_id = loaded.tokenizer.pad_token_id
-    dev_batches = list(data.batches(dev, batch_size=config.batch_size, pad_id=pad_id))
     gains = probe_gains(
         loaded.model,
         train_batches,
@@ -239,14 +239,13 @@ def build_card(config: BuildConfig) -> Card:
 
     task = data.load_task(config.task, seed=config.seed)  # cheap: a bad --task fails fast
     loaded = load_model(config.model)
-    tokenized = data.tokenize(
+    probe_batches = data.task_batches(
         task.train[: config.probe_examples],
         loaded.tokenizer,
+        kind=task.kind,
         max_length=config.max_length,
-        add_eos=task.kind == "generation",
+        batch_size=config.batch_size,
     )
-    pad_id = loaded.tokenizer.pad_token_id
-    probe_batches = list(data.batches(tokenized, batch_size=config.batch_size, pad_id=pad_id))
     t = stage("load", start)
 
     measurements = measure(

@@ -432,3 +432,16 @@ def batches(
             mask[i, :n] = 1
             labels[i, :n] = torch.tensor(row["labels"], dtype=torch.long)
         yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def task_batches(
+    examples: Sequence[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    kind: str,
+    max_length: int,
+    batch_size: int,
+) -> list[dict[str, Tensor]]:
+    """Examples of a task → padded batches as fine-tuning sees them (eos ends generation tasks)."""
+    rows = tokenize(examples, tokenizer, max_length=max_length, add_eos=kind == "generation")
+    return list(batches(rows, batch_size=batch_size, pad_id=tokenizer.pad_token_id))
