@@ -38,46 +38,31 @@ DECODER = {
     "num_attention_heads": 2,
     "num_key_value_heads": 2,
 }
+LLAMA_MODULES = [  # the Llama family: Llama, Qwen2, Mistral
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+]
 CASES = {
     # config, blocks path, module names per block
     "llama": (
         LlamaConfig(**DECODER),
         "model.layers",
-        [
-            "self_attn.q_proj",
-            "self_attn.k_proj",
-            "self_attn.v_proj",
-            "self_attn.o_proj",
-            "mlp.gate_proj",
-            "mlp.up_proj",
-            "mlp.down_proj",
-        ],
+        LLAMA_MODULES,
     ),
     "qwen2": (
         Qwen2Config(**DECODER),
         "model.layers",
-        [
-            "self_attn.q_proj",
-            "self_attn.k_proj",
-            "self_attn.v_proj",
-            "self_attn.o_proj",
-            "mlp.gate_proj",
-            "mlp.up_proj",
-            "mlp.down_proj",
-        ],
+        LLAMA_MODULES,
     ),
     "mistral": (
         MistralConfig(**DECODER),
         "model.layers",
-        [
-            "self_attn.q_proj",
-            "self_attn.k_proj",
-            "self_attn.v_proj",
-            "self_attn.o_proj",
-            "mlp.gate_proj",
-            "mlp.up_proj",
-            "mlp.down_proj",
-        ],
+        LLAMA_MODULES,
     ),
     "phi": (
         PhiConfig(**DECODER),
