@@ -763,9 +763,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     options = LikelihoodOptions()
     test = splits["test"]
-    rows = {"true process": _true_ll(params, test)["condition"]}
+    conditioned = {"first_event": "condition", "include_tail": True}  # as the neural models
+    rows = {"true process": hawkes.log_likelihood(params, test, **conditioned).per_event}
     fitted = hawkes.fit(splits["train"])
-    rows["Hawkes MLE fit"] = hawkes.evaluate(fitted, test).ll_per_event
+    rows["Hawkes MLE fit"] = hawkes.log_likelihood(fitted, test, **conditioned).per_event
     n_scored = test.n_events - len(test)
     for name in DEMO_MODELS:
         config = TrainConfig(

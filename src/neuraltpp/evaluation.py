@@ -196,19 +196,22 @@ def evaluate(
 ) -> Metrics:
     """LL per event under the given likelihood ``mode``/conventions; type accuracy and gap RMSE
     from the model's expected time/type and from the heads (``predictions=False`` skips both)."""
+    if len(ds) == 0:
+        raise ValueError(f"{ds.source}: no sequences to evaluate")
     options = LikelihoodOptions(mode, first_event, include_tail, integration, nodes, mc_samples)
     model.eval()
-    total, n_ll, scored_first = 0.0, 0, "own-state" if mode == "legacy" else first_event
+    total, n_ll = 0.0, 0
     n_pred, model_correct, head_correct, model_se, head_se, n_inf = 0, 0, 0, 0.0, 0.0, 0
     n_batches = math.ceil(len(ds) / batch_size)
     it = batches(ds, batch_size, shuffle=False, seed=0, sort_by_length=True)
     for i, batch in enumerate(tqdm(it, total=n_batches, desc="evaluate", disable=not progress)):
-        ll = log_likelihood(model, batch, **options.kwargs(), seed=seed + i)
+        h = model.hidden(batch)
+        ll = log_likelihood(model, batch, **options.kwargs(), seed=seed + i, h=h)
         total += float(ll.total)
         n_ll += ll.n_events
         if not predictions:
             continue
-        pred = predict_next(model, batch)
+        pred = predict_next(model, batch, h=h)
         valid = pred.mask
         true_types = batch.types[:, 1:][valid]
         true_gaps = (batch.times[:, 1:] - batch.times[:, :-1])[valid]
@@ -227,8 +230,8 @@ def evaluate(
             ll_per_event=ll_per_event,
             n_events=n_ll,
             mode=mode,
-            first_event=scored_first,
-            include_tail=include_tail and mode != "legacy",
+            first_event=ll.first_event,  # legacy mode reports its own conventions
+            include_tail=ll.include_tail,
             integration=integration,
             time_scale=ds.time_scale,
             ll_per_event_original_units=ll_per_event - math.log(ds.time_scale),

@@ -21,9 +21,9 @@ import numpy as np
 from scipy.optimize import minimize
 
 from neuraltpp.data import EventDataset, pad_sequences
+from neuraltpp.likelihood import FIRST_EVENT
 from neuraltpp.simulate import HawkesParams
 
-FIRST_EVENT_MODES = ("start-state", "condition")
 _CHUNK = 4096  # rows per quadrature block in predict (bounds memory at ~nodes * _CHUNK floats)
 
 
@@ -95,8 +95,8 @@ def _score_window(
     data: _Padded, first_event: str, include_tail: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scored-event mask and the integration window [lo, hi] per sequence."""
-    if first_event not in FIRST_EVENT_MODES:
-        raise ValueError(f"first_event must be one of {FIRST_EVENT_MODES}, got {first_event!r}")
+    if first_event not in FIRST_EVENT:
+        raise ValueError(f"first_event must be one of {FIRST_EVENT}, got {first_event!r}")
     scored = data.mask.copy()
     lo = data.start.copy()
     if first_event == "condition":

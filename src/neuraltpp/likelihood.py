@@ -71,7 +71,8 @@ class LogLikelihood:
 
 
 @functools.lru_cache(maxsize=16)
-def _gauss_legendre(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+def gauss_legendre(nodes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss–Legendre nodes and weights on [-1, 1] (cached: reused by every batch)."""
     return np.polynomial.legendre.leggauss(nodes)
 
 
@@ -94,7 +95,7 @@ def quadrature_rule(
             raise ValueError(f"nodes must be >= 1, got {nodes}")
         x, w = (
             torch.as_tensor(a, dtype=torch.float64, device=dt.device)
-            for a in _gauss_legendre(nodes)
+            for a in gauss_legendre(nodes)
         )
         return dt * (x + 1) / 2, dt * w / 2
     if integration == "monte-carlo":
@@ -130,8 +131,12 @@ def log_likelihood(
     first_event: str = "condition",
     include_tail: bool = True,
     seed: int = 0,
+    h: Tensor | None = None,
 ) -> LogLikelihood:
     """Log-likelihood of ``batch`` (times, types, mask, window_start, window_end) under ``model``.
+
+    ``h``: the states ``model.hidden(batch)`` if the caller already has them (one encoder pass
+    shared with prediction or auxiliary losses).
 
     ``model`` is a `TPPModel` (hidden, intensity, h_start). See the module docstring for the
     conventions; ``first_event`` and ``include_tail`` are ignored in legacy mode, whose result
@@ -150,7 +155,8 @@ def log_likelihood(
             dt, integration=integration, nodes=nodes, mc_samples=mc_samples, generator=gen
         )
 
-    h = model.hidden(batch)
+    if h is None:
+        h = model.hidden(batch)
     if mode == "legacy":
         return _legacy(model, h, times, batch.types, batch.mask, rule, integration)
 

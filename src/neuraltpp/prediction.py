@@ -21,9 +21,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
+
+from neuraltpp.likelihood import gauss_legendre
 
 
 @dataclass
@@ -54,9 +55,7 @@ def _survival_integrals(
     model: Any, h: Tensor, upper: Tensor, grid: int, panel_nodes: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """For states h [R, d] and bounds U [R]: E[gap] [R], P(k) [R, K], S(U/2) [R], S(U) [R]."""
-    x, w = (
-        torch.as_tensor(a, device=h.device) for a in np.polynomial.legendre.leggauss(panel_nodes)
-    )
+    x, w = (torch.as_tensor(a, device=h.device) for a in gauss_legendre(panel_nodes))
     x_grid = torch.linspace(0.0, 1.0, grid + 1, dtype=torch.float64, device=h.device)
     edges = upper.unsqueeze(-1) * x_grid**2
     width = edges.diff(dim=-1)
@@ -84,12 +83,15 @@ def predict_next(
     tol: float = 1e-6,
     max_rescales: int = 30,
     rows_per_chunk: int = 512,
+    h: Tensor | None = None,
 ) -> NextEventPrediction:
-    """Predict every next event j+1 of ``batch`` from h_j (model: `TPPModel`); see module doc."""
+    """Predict every next event j+1 of ``batch`` from h_j (model: `TPPModel`); see module doc.
+
+    ``h``: the states ``model.hidden(batch)`` if the caller already has them."""
     if grid < 2 or grid % 2:
         raise ValueError(f"grid must be an even number >= 2, got {grid}")
     times = batch.times.to(torch.float64)
-    h = model.hidden(batch)[:, :-1]
+    h = (model.hidden(batch) if h is None else h)[:, :-1]
     valid = batch.mask[:, 1:]
     gaps = times[:, 1:] - times[:, :-1]
     rows = h[valid]

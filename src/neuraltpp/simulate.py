@@ -150,7 +150,8 @@ def simulate_dataset(
 ) -> EventDataset:
     """Simulate ``n_sequences`` independent sequences on [0, T] (window_start 0, window_end T).
 
-    The true-process log-likelihood of each sequence is in ``metadata["true_log_likelihood"]``.
+    The true-process log-likelihood of each sequence is in ``metadata["true_log_likelihood"]``,
+    keyed by ``seq_id`` (so it stays valid for any split or subset of the sequences).
     Each sequence has its own generator spawned from ``seed`` (order-independent results).
     """
     if n_sequences <= 0:
@@ -172,6 +173,6 @@ def simulate_dataset(
             "mu": params.mu.tolist(),
             "alpha": params.alpha.tolist(),
             "beta": params.beta,
-            "true_log_likelihood": [s.log_likelihood for s in sims],
+            "true_log_likelihood": {s.sequence.seq_id: s.log_likelihood for s in sims},
         },
     )

@@ -161,25 +161,6 @@ def epoch_batch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % 2**31
 
 
-class _KnownStates:
-    """A view of a `TPPModel` whose ``hidden`` returns states already computed for the batch,
-    so the likelihood and the auxiliary losses share one encoder pass."""
-
-    def __init__(self, model: TPPModel, h: torch.Tensor) -> None:
-        self.model = model
-        self.h = h
-        self.h_start = model.h_start
-        self.num_types = model.num_types
-
-    def hidden(self, batch: Any) -> torch.Tensor:
-        """The precomputed states."""
-        return self.h
-
-    def intensity(self, h: torch.Tensor, dt: torch.Tensor) -> torch.Tensor:
-        """The wrapped model's intensity."""
-        return self.model.intensity(h, dt)
-
-
 def batch_loss(
     model: TPPModel, batch: Any, config: TrainConfig, *, seed: int = 0
 ) -> tuple[torch.Tensor, float, int]:
@@ -188,7 +169,7 @@ def batch_loss(
     ``seed`` seeds the Monte Carlo compensator points (unused with Gauss-Legendre).
     """
     h = model.hidden(batch)
-    ll = log_likelihood(_KnownStates(model, h), batch, **config.likelihood.kwargs(), seed=seed)
+    ll = log_likelihood(model, batch, **config.likelihood.kwargs(), seed=seed, h=h)
     loss = -ll.total / max(ll.n_events, 1)
     if config.type_loss_weight > 0 or config.gap_loss_weight > 0:
         loss = loss + auxiliary_loss(model, batch, h, config)

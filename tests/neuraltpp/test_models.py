@@ -89,7 +89,9 @@ def test_gap_step_functions() -> None:
 
 
 def test_build_model_validates() -> None:
-    assert isinstance(build_model("mhp", 2, ModelConfig(d_model=16, n_heads=2)), torch.nn.Module)
+    model = build_model("mhp", 3, ModelConfig(d_model=16, n_heads=2))
+    assert type(model.encoder).__name__ == "MHPEncoder"
+    assert model.hidden(_batch(k=3)).shape == (3, 12, 16)  # config honoured: d_model 16
     with pytest.raises(ValueError, match="unknown model"):
         build_model("nhp", 2)
     with pytest.raises(ValueError, match="unknown model config keys"):
