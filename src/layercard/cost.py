@@ -265,7 +265,7 @@ def _serving_latency(
     latencies = []
     try:
         for k in ks:
-            spread = np.rint(np.linspace(0, n_layers - 1, k)).astype(int).tolist()
+            spread = [layer for (layer,) in depth_layer_sets(n_layers, k)]
             context = lora_adapter(model, lora_config(model, spread, settings)) if k else None
             with context or nullcontext(model) as served:
                 served.eval()

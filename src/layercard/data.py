@@ -445,3 +445,8 @@ def task_batches(
     """Examples of a task → padded batches as fine-tuning sees them (eos ends generation tasks)."""
     rows = tokenize(examples, tokenizer, max_length=max_length, add_eos=kind == "generation")
     return list(batches(rows, batch_size=batch_size, pad_id=tokenizer.pad_token_id))
+
+
+def n_target_tokens(batch: Mapping[str, Tensor]) -> int:
+    """Number of tokens the causal-LM loss averages over (labels shifted by one, not -100)."""
+    return int((batch["labels"][:, 1:] != -100).sum())

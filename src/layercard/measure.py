@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from layercard.data import n_target_tokens
 from layercard.models import Site, adaptable_sites, find_blocks, site_module
 from layercard.statistics import (
     InputStats,
@@ -66,7 +67,6 @@ class Measurements:
     sites: list[Site]
     stats: dict[Site, SiteDiagnostics]
     coupling: Tensor  # [n_layers, n_layers], layer level
-    site_coupling: Tensor  # [n_sites, n_sites], in `sites` order
     example_gains: Tensor  # [n_coupling_examples, n_sites], s_site(i)
     coupling_method: str
     n_probe_examples: int
@@ -80,10 +80,6 @@ class Measurements:
 
 def _as_module(model: nn.Module | HasModel) -> nn.Module:
     return model if isinstance(model, nn.Module) else model.model
-
-
-def _count_loss_tokens(batch: Batch) -> int:
-    return int((batch["labels"][:, 1:] != -100).sum())
 
 
 class _Session(ABC):
@@ -280,7 +276,7 @@ def collect_statistics(
     module = _as_module(model)
     batches = list(batches)
     sites = adaptable_sites(module)
-    n_loss = sum(_count_loss_tokens(batch) for batch in batches)
+    n_loss = sum(n_target_tokens(batch) for batch in batches)
     if n_loss == 0:
         raise ValueError("the probe batches contain no completion tokens (all labels are -100)")
     total = 0.0
@@ -374,7 +370,6 @@ def measure(
         sites=probe.sites,
         stats=diagnostics,
         coupling=coupling_from_gains(layer_gains, shrinkage=shrinkage),
-        site_coupling=coupling_from_gains(gains, shrinkage=coupling_shrinkage(gains)),
         example_gains=gains,
         coupling_method=COUPLING_METHOD.format(n=n_coupling, shrinkage=shrinkage),
         n_probe_examples=probe.n_examples,

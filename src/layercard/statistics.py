@@ -200,17 +200,15 @@ class SiteDiagnostics:
     residual_energy: float
 
 
-def _correction(stats: SiteStats, ridge_eps: float) -> tuple[Tensor, Tensor]:
-    """(dW* = G(Σ+λI)⁻¹, Cholesky factor L of Σ+λI)."""
-    g = stats.gx
+def _correction(stats: SiteStats, g: Tensor, ridge_eps: float) -> tuple[Tensor, Tensor]:
+    """(dW* = G(Σ+λI)⁻¹, Cholesky factor L of Σ+λI), for G = ``g`` = stats.gx."""
     factor = stats.inputs.cholesky(ridge_eps)
     return torch.cholesky_solve(g.T, factor).T, factor
 
 
-def _whitened_gram(stats: SiteStats, dw: Tensor, factor: Tensor) -> Tensor:
-    """The smaller Gram matrix of M = G L⁻ᵀ; its eigenvalues are the squared singular values
-    of G(Σ+λI)^(-1/2) (both whitenings differ by an orthogonal factor)."""
-    g = stats.gx
+def _whitened_gram(stats: SiteStats, g: Tensor, dw: Tensor, factor: Tensor) -> Tensor:
+    """The smaller Gram matrix of M = G L⁻ᵀ (G = ``g``); its eigenvalues are the squared singular
+    values of G(Σ+λI)^(-1/2) (both whitenings differ by an orthogonal factor)."""
     if stats.d_out <= stats.d_in:
         gram = dw @ g.T  # M Mᵀ = G (Σ+λI)⁻¹ Gᵀ
     else:
@@ -234,11 +232,12 @@ def site_diagnostics(
     """
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
+    g = stats.gx  # G = sum / n: formed once here, it is as large as the module's weight
     factor = stats.inputs.cholesky(ridge_eps)
-    dw = _correction(stats, ridge_eps)[0] if correction is None else correction
+    dw = _correction(stats, g, ridge_eps)[0] if correction is None else correction
     lam = stats.inputs.ridge(ridge_eps)
-    resnorm2 = max(float((dw * stats.gx).sum()), 0.0)
-    sv2 = _eigvalsh(_whitened_gram(stats, dw, factor)).clamp_min(0)
+    resnorm2 = max(float((dw * g).sum()), 0.0)
+    sv2 = _eigvalsh(_whitened_gram(stats, g, dw, factor)).clamp_min(0)
     clipped = min(rank, stats.d_in, stats.d_out)
     resnorm2_rank = min(float(sv2[-clipped:].sum()), resnorm2)
 
@@ -252,7 +251,7 @@ def site_diagnostics(
         resnorm2=resnorm2,
         resnorm2_rank=resnorm2_rank,
         rel_resnorm=resnorm2 / energy if energy > 0 else 0.0,
-        grad_norm=float(torch.linalg.matrix_norm(stats.gx)),
+        grad_norm=float(torch.linalg.matrix_norm(g)),
         act_energy=stats.inputs.trace / stats.d_in,
         condition_number=float(ridged[-1] / ridged[0]),
         effective_rank=math.exp(entropy),
@@ -270,7 +269,7 @@ def best_correction(stats: SiteStats, *, ridge_eps: float, rank: int | None = No
     rank-r step: it minimises tr((D − dW*)(Σ+λI)(D − dW*)ᵀ) over rank-r D (reduced-rank
     regression through the whitened problem).
     """
-    dw, factor = _correction(stats, ridge_eps)
+    dw, factor = _correction(stats, stats.gx, ridge_eps)
     if rank is None or rank >= min(stats.d_in, stats.d_out):
         return dw
     if rank < 1:

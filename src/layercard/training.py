@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 from transformers.pytorch_utils import Conv1D
 
+from layercard.data import n_target_tokens
 from layercard.models import Site, adaptable_sites, find_blocks, site_module
 
 Batch = Mapping[str, Tensor]
@@ -141,11 +142,6 @@ def causal_lm_loss(model: nn.Module, batch: Batch) -> Tensor:
     """transformers' causal-LM loss of a batch: mean over its completion (label != -100) tokens."""
     device = next(model.parameters()).device
     return model(**_to_device(batch, device), use_cache=False).loss
-
-
-def n_target_tokens(batch: Batch) -> int:
-    """Number of tokens the causal-LM loss averages over (labels shifted by one, not -100)."""
-    return int((batch["labels"][:, 1:] != -100).sum())
 
 
 @torch.no_grad()

@@ -214,7 +214,6 @@ def test_benchmark_quick_smoke_run(tiny_model: Path, tiny_task: Path, tmp_path: 
     assert result["quick"] and result["probe_examples"] == 16 and result["train_examples"] == 32
     for key in ("card_seconds", "floor_seconds", "epoch_seconds", "cost_seconds"):
         assert result[key] > 0
-    assert result["ratio"] == pytest.approx(result["card_seconds"] / result["epoch_seconds"])
     assert result["peak_rss_bytes"] > 100 * 2**20  # a real process with torch loaded
     assert {"torch", "transformers", "peft", "python"} <= set(result["versions"])
     assert result["machine"]["cpu_count"] >= 1
