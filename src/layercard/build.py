@@ -166,6 +166,7 @@ def _probe_section(
         max_length=config.max_length,
         batch_size=config.batch_size,
     )
+    base = dev_loss(loaded.model, dev_batches)
     gains = probe_gains(
         loaded.model,
         train_batches,
@@ -175,11 +176,12 @@ def _probe_section(
         settings=lora_settings(config),
         seed=config.seed,
         progress=config.progress,
+        base_dev_loss=base,
     )
     return ProbeSection(
         steps=config.probe_steps,
         n_dev_examples=len(dev),
-        base_dev_loss=dev_loss(loaded.model, dev_batches),
+        base_dev_loss=base,
         gains=[gains[layer] for layer in range(loaded.n_layers)],
         spearman=spearman({e.layer: e.predicted_gain for e in layers}, gains),
     )

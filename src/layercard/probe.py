@@ -22,12 +22,14 @@ def probe_gains(
     settings: LoraSettings,
     seed: int,
     progress: bool = True,
+    base_dev_loss: float | None = None,
 ) -> dict[int, float]:
     """Per layer: dev-loss drop (base − adapted) after `steps` of LoRA on that layer alone.
 
     Every probe starts from the same frozen base model with the same seed and LoRA settings.
+    `base_dev_loss`: the frozen model's dev loss if the caller has it (computed otherwise).
     """
-    base = dev_loss(model, dev_batches)
+    base = dev_loss(model, dev_batches) if base_dev_loss is None else base_dev_loss
     gains: dict[int, float] = {}
     for layer in tqdm(layers, desc="probe layers", disable=not progress):
         config = lora_config(model, [layer], settings)
