@@ -241,18 +241,17 @@ def build_card(config: BuildConfig) -> Card:
 
     task = data.load_task(config.task, seed=config.seed)  # cheap: a bad --task fails fast
     loaded = load_model(config.model)
-    probe_batches = data.task_batches(
-        task.train[: config.probe_examples],
-        loaded.tokenizer,
-        kind=task.kind,
-        max_length=config.max_length,
-        batch_size=config.batch_size,
+    probe_examples = task.train[: config.probe_examples]
+    shape = {"kind": task.kind, "max_length": config.max_length, "batch_size": config.batch_size}
+    probe_batches = data.task_batches(probe_examples, loaded.tokenizer, **shape)  # training order
+    measure_batches = data.measurement_batches(
+        probe_examples, loaded.tokenizer, head=config.coupling_examples, **shape
     )
     t = stage("load", start)
 
     measurements = measure(
         loaded,
-        probe_batches,
+        measure_batches,
         rank=config.rank,
         ridge_eps=config.ridge_eps,
         coupling_examples=config.coupling_examples,

@@ -106,6 +106,44 @@ def test_batches_pad_on_the_right_and_mask_padding() -> None:
         next(data.batches(rows, batch_size=0, pad_id=0))
 
 
+
+def _rows_of(batches: list[dict[str, torch.Tensor]]) -> list[tuple[int, ...]]:
+    """The unpadded token ids of every row, in batch order."""
+    return [
+        tuple(ids[mask.bool()].tolist())
+        for batch in batches
+        for ids, mask in zip(batch["input_ids"], batch["attention_mask"], strict=True)
+    ]
+
+
+def test_measurement_batches_keep_every_row_put_the_head_first_and_cut_padding() -> None:
+    tok = tiny_tokenizer(bos=False)
+    words = "abcdef"
+    examples = [
+        Example(" ".join(words[: 1 + (7 * i) % 6]), " pos" if i % 2 else " neg")
+        for i in range(11)
+    ]
+    plain = data.task_batches(examples, tok, kind="classification", max_length=16, batch_size=3)
+    ordered = data.measurement_batches(
+        examples, tok, kind="classification", max_length=16, batch_size=3, head=4
+    )
+    rows = _rows_of(ordered)
+    head, rest = _rows_of(plain)[:4], _rows_of(plain)[4:]
+    assert sorted(rows[:4]) == sorted(head)  # the coupling subset: the same first examples
+    assert sorted(rows[4:]) == sorted(rest)  # nothing dropped or repeated
+    assert rows[:4] == sorted(head, key=len, reverse=True)
+    assert rows[4:] == sorted(rest, key=len, reverse=True)
+    assert [len(b["input_ids"]) for b in ordered] == [3, 1, 3, 3, 1]  # head batched on its own
+
+    def padded(batches: list[dict[str, torch.Tensor]]) -> int:
+        return sum(int((b["attention_mask"] == 0).sum()) for b in batches)
+
+    assert padded(ordered) < padded(plain)
+    everything = data.measurement_batches(
+        examples, tok, kind="classification", max_length=16, batch_size=3, head=50
+    )
+    assert sorted(_rows_of(everything)) == sorted(_rows_of(plain))
+
 def test_model_loss_is_the_mean_over_completion_tokens() -> None:
     tok = tiny_tokenizer(bos=True)
     examples = [Example("a b c", " d e"), Example("a", " f")]
