@@ -57,6 +57,7 @@ class BuildConfig:
     rank: int = 8
     ridge_eps: float = 1e-3
     coupling_examples: int = 64
+    layer_groups: int = 2
     probe_steps: int = 0
     probe_dev_examples: int = 128
     seed: int = 0
@@ -71,6 +72,7 @@ class BuildConfig:
             "--batch-size": self.batch_size,
             "--rank": self.rank,
             "--coupling-examples": self.coupling_examples,
+            "--layer-groups": self.layer_groups,
             "--probe-dev-examples": self.probe_dev_examples,
             "--cost-depths": self.cost_settings.depths,
             "--cost-steps": self.cost_settings.timed_steps,
@@ -247,6 +249,11 @@ def build_card(config: BuildConfig) -> Card:
     measure_batches = data.measurement_batches(
         probe_examples, loaded.tokenizer, head=config.coupling_examples, **shape
     )
+    if config.layer_groups > loaded.n_layers:
+        raise BuildConfigError(
+            f"--layer-groups must be at most the model's {loaded.n_layers} layers, "
+            f"got {config.layer_groups}"
+        )
     t = stage("load", start)
 
     measurements = measure(
@@ -255,6 +262,7 @@ def build_card(config: BuildConfig) -> Card:
         rank=config.rank,
         ridge_eps=config.ridge_eps,
         coupling_examples=config.coupling_examples,
+        layer_groups=config.layer_groups,
         progress=config.progress,
     )
     t = stage("measure", t)

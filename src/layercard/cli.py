@@ -85,6 +85,10 @@ def _build_parser() -> argparse.ArgumentParser:
     build.add_argument("--coupling-examples", type=int, metavar="N",
                        default=DEFAULTS.coupling_examples,
                        help="probe examples whose per-example gains give the coupling matrix")
+    build.add_argument("--layer-groups", type=int, metavar="N", default=DEFAULTS.layer_groups,
+                       help="measure the layers in N contiguous groups, one after the other: "
+                       "memory holds one group's statistics and activations, time grows by a "
+                       "forward through the layers below each group; the numbers do not change")
     build.add_argument("--probe-steps", type=int, metavar="N", default=DEFAULTS.probe_steps,
                        help="if > 0: a LoRA run of this many steps per single layer, recording "
                        "the dev-loss drop and its Spearman correlation with the prediction")
@@ -133,6 +137,7 @@ def _build(args: argparse.Namespace) -> None:
         rank=args.rank,
         ridge_eps=args.ridge,
         coupling_examples=args.coupling_examples,
+        layer_groups=args.layer_groups,
         probe_steps=args.probe_steps,
         probe_dev_examples=args.probe_dev_examples,
         seed=args.seed,

@@ -3,6 +3,11 @@
 Pass 1 streams `SiteStats` (Σ, G, E_r) over every probe batch with one forward+backward each;
 pass 2 runs the first `coupling_examples` examples again and accumulates each example's
 first-order gain along every site's best correction, from which the coupling matrix follows.
+With layer groups, both passes run once per contiguous group of layers, top group first, so
+that only one group's statistics are in memory: a group's pass runs the layers below it without
+autograd, stops the forward at the group above and seeds its backward with the gradient that
+the group above recorded at their boundary (the chain rule split in two, so the numbers are
+those of one pass over all layers).
 The loss is the fine-tuning loss (cross-entropy on completion tokens, labels != -100) summed
 and divided by the number of completion tokens of the whole probe set, so n·G is exactly the
 weight gradient of the mean probe loss. Token sums run over all non-padding positions.
@@ -10,6 +15,8 @@ weight gradient of the mean probe loss. Token sums run over all non-padding posi
 
 from __future__ import annotations
 
+import contextlib
+import math
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -50,14 +57,15 @@ class HasModel(Protocol):
 
 @dataclass
 class ProbeStatistics:
-    """Pass-1 result: streaming statistics of every site over the whole probe set."""
+    """Pass-1 result: streaming statistics of every site (of a layer group) over the probe set."""
 
     sites: list[Site]
     stats: dict[Site, SiteStats]
     n_examples: int
     n_tokens: int  # non-padding positions
     n_loss_tokens: int  # completion tokens that carry loss
-    loss: float  # mean completion-token loss over the probe set
+    loss: float  # mean completion-token loss over the probe set (nan below the top group)
+    input_grads: list[Tensor] | None  # per batch, the gradient at the group's input (None at 0)
 
 
 @dataclass
@@ -82,20 +90,50 @@ def _as_module(model: nn.Module | HasModel) -> nn.Module:
     return model if isinstance(model, nn.Module) else model.model
 
 
-class _Session(ABC):
-    """Registers hooks for one pass and removes them on exit; makes the frozen model
-    differentiable from its input embeddings so that backward reaches every site."""
+class _StopForward(Exception):
+    """Raised by the pre-hook of the first block above a layer group: its forward is done."""
 
-    def __init__(self, model: nn.Module, sites: list[Site]) -> None:
+
+def _hidden_states(block: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Tensor:
+    """The hidden states a transformer block is called with (first argument or keyword)."""
+    hidden = args[0] if args else kwargs.get("hidden_states")
+    if not isinstance(hidden, Tensor):
+        raise RuntimeError(
+            f"{type(block).__name__} was not called with hidden states as its first argument "
+            "or as hidden_states=...; measure it with one layer group"
+        )
+    return hidden
+
+
+class _Session(ABC):
+    """Registers hooks for one pass over the layers `layers` (a contiguous range) and removes
+    them on exit. The input of the group (embedding output, or the hidden states entering its
+    first block) is made a leaf that requires grad, so backward reaches every site of the group
+    and nothing below it; a group below the top one stops the forward at the next block."""
+
+    def __init__(self, model: nn.Module, sites: list[Site], layers: range) -> None:
         self.model = model
         self.sites = sites
+        self.blocks = find_blocks(model)[1]
+        self.layers = layers
+        self.top = layers.stop == len(self.blocks)
         self.leaf: Tensor | None = None
+        self.boundary: Tensor | None = None  # hidden states entering the block above the group
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
 
     def __enter__(self) -> _Session:
         try:
-            embeddings = self.model.get_input_embeddings()
-            self.handles.append(embeddings.register_forward_hook(self._make_leaf))
+            if self.layers.start == 0:
+                embeddings = self.model.get_input_embeddings()
+                self.handles.append(embeddings.register_forward_hook(self._make_leaf))
+            else:
+                first = self.blocks[self.layers.start]
+                self.handles.append(
+                    first.register_forward_pre_hook(self._make_block_leaf, with_kwargs=True)
+                )
+            if not self.top:
+                above = self.blocks[self.layers.stop]
+                self.handles.append(above.register_forward_pre_hook(self._stop, with_kwargs=True))
             for site in self.sites:
                 module = site_module(self.model, site)
                 self.handles.append(module.register_forward_hook(self.forward_hook(site)))
@@ -117,13 +155,54 @@ class _Session(ABC):
         self.leaf = output.detach().requires_grad_()
         return self.leaf
 
-    def loss_backward(self, batch: Batch, scale: float) -> float:
-        """Forward, then backward of scale·(summed completion loss) down to the embeddings;
-        returns the summed loss. Site hooks see the gradients; no parameter gradient is formed.
+    def _make_block_leaf(
+        self, block: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        self.leaf = _hidden_states(block, args, kwargs).detach().requires_grad_()
+        if args:
+            return (self.leaf, *args[1:]), kwargs
+        return args, {**kwargs, "hidden_states": self.leaf}
 
-        The output head runs only at the positions whose next token carries loss (a pre-hook
-        selects them), so no full [batch, length, vocab] logits are formed: same loss and
-        gradients, far less memory on short completions and large vocabularies."""
+    def _stop(self, block: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.boundary = _hidden_states(block, args, kwargs)
+        raise _StopForward
+
+    def loss_backward(
+        self, batch: Batch, scale: float, seed: Tensor | None
+    ) -> tuple[float, Tensor]:
+        """Forward, then backward down to the group's input; site hooks see the gradients, no
+        parameter gradient is formed. Returns (summed completion loss, or nan below the top
+        group; the gradient at the group's input).
+
+        The top group's backward starts from scale·(summed completion loss); the output head
+        runs only at the positions whose next token carries loss (a pre-hook selects them), so
+        no full [batch, length, vocab] logits are formed: same loss and gradients, far less
+        memory on short completions and large vocabularies. A lower group's backward starts
+        from `seed`, the gradient the group above recorded at its input."""
+        inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+        try:
+            with torch.enable_grad():
+                if self.top:
+                    loss = self._loss(batch, inputs)
+                    output, grad_output, value = loss * scale, None, float(loss.detach())
+                else:
+                    if seed is None:
+                        raise ValueError("a layer group below the top one needs seed gradients")
+                    with contextlib.suppress(_StopForward):
+                        self.model(**inputs, use_cache=False)
+                    if self.boundary is None:
+                        raise RuntimeError("the forward never reached the block above the group")
+                    output, grad_output, value = self.boundary, seed, math.nan
+                if self.leaf is None:
+                    raise RuntimeError("the forward never reached the input of the layer group")
+                (grad,) = torch.autograd.grad(output, self.leaf, grad_outputs=grad_output)
+        finally:
+            self.leaf = None
+            self.boundary = None
+        return value, grad
+
+    def _loss(self, batch: Batch, inputs: dict[str, Tensor]) -> Tensor:
+        """Summed completion loss, with the LM head run at loss positions only."""
         head = self.model.get_output_embeddings()
         if head is None:
             raise RuntimeError(f"{type(self.model).__name__} has no output embeddings (LM head)")
@@ -135,35 +214,27 @@ class _Session(ABC):
 
         handle = head.register_forward_pre_hook(keep_loss_positions)
         try:
-            with torch.enable_grad():
-                logits = self.model(
-                    input_ids=batch["input_ids"],
-                    attention_mask=batch["attention_mask"],
-                    use_cache=False,
-                ).logits
-                logits = logits.reshape(-1, logits.shape[-1])
-                if logits.dtype in (torch.float16, torch.bfloat16):
-                    logits = logits.float()
-                loss = F.cross_entropy(logits, next_labels[rows, cols], reduction="sum")
-                if self.leaf is None:
-                    raise RuntimeError("the input-embedding module was not called by forward")
-                torch.autograd.grad(loss * scale, self.leaf)
+            logits = self.model(**inputs, use_cache=False).logits
         finally:
             handle.remove()
-        self.leaf = None
-        return float(loss.detach())
+        logits = logits.reshape(-1, logits.shape[-1])
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()
+        return F.cross_entropy(logits, next_labels[rows, cols], reduction="sum")
 
 
 def _require_grad(output: Tensor, site: Site) -> None:
     if not output.requires_grad:
-        raise RuntimeError(f"{site}: its output has no gradient path from the input embeddings")
+        raise RuntimeError(f"{site}: no gradient path from the input of its layer group")
 
 
 class _StatsPass(_Session):
     """Pass 1: streams x xᵀ (once per distinct input tensor), g xᵀ and ‖g‖² per site."""
 
-    def __init__(self, model: nn.Module, sites: list[Site], dtype: torch.dtype) -> None:
-        super().__init__(model, sites)
+    def __init__(
+        self, model: nn.Module, sites: list[Site], layers: range, dtype: torch.dtype
+    ) -> None:
+        super().__init__(model, sites, layers)
         self.dtype = dtype
         self.stats: dict[Site, SiteStats] = {}
         self.valid = torch.empty(0, dtype=torch.long)
@@ -209,25 +280,30 @@ class _StatsPass(_Session):
 
         return hook
 
-    def run(self, batch: Batch, scale: float) -> float:
-        """One forward+backward; returns the summed completion loss of the batch."""
+    def run(self, batch: Batch, scale: float, seed: Tensor | None) -> tuple[float, Tensor]:
+        """One forward+backward; returns `loss_backward`'s (loss, gradient at the group input)."""
         self.valid = batch["attention_mask"].reshape(-1).nonzero().squeeze(1)
         self.seen.clear()
-        loss = self.loss_backward(batch, scale)
+        result = self.loss_backward(batch, scale, seed)
         if self.pending:
             missing = ", ".join(str(site) for site in self.pending)
             self.pending.clear()
             raise RuntimeError(f"no gradient reached: {missing}")
-        return loss
+        return result
 
 
 class _GainPass(_Session):
     """Pass 2: per-example gains s_site(i) = Σ_{t∈i} g_tᵀ dW*_site x_t."""
 
     def __init__(
-        self, model: nn.Module, sites: list[Site], corrections: dict[Site, Tensor], n: int
+        self,
+        model: nn.Module,
+        sites: list[Site],
+        layers: range,
+        corrections: dict[Site, Tensor],
+        n: int,
     ) -> None:
-        super().__init__(model, sites)
+        super().__init__(model, sites, layers)
         self.corrections = corrections
         self.column = {site: j for j, site in enumerate(sites)}
         self.gains = torch.zeros(n, len(sites), dtype=torch.float64)
@@ -253,12 +329,32 @@ class _GainPass(_Session):
 
         return hook
 
-    def run(self, batch: Batch, start: int, scale: float) -> None:
+    def run(self, batch: Batch, start: int, scale: float, seed: Tensor | None) -> None:
         """One forward+backward over a batch whose examples are rows start.. of the gains."""
         self.rows = slice(start, start + batch["input_ids"].shape[0])
         self.mask = batch["attention_mask"]
-        self.loss_backward(batch, scale)
+        self.loss_backward(batch, scale, seed)
         self.pending.clear()
+
+
+def split_layers(n_layers: int, n_groups: int) -> list[range]:
+    """Split layers 0..n_layers-1 into `n_groups` contiguous ranges of near-equal size, top first
+    (the order in which the passes must run)."""
+    if not 1 <= n_groups <= n_layers:
+        raise ValueError(f"layer groups must be between 1 and {n_layers}, got {n_groups}")
+    bounds = [round(i * n_layers / n_groups) for i in range(n_groups + 1)]
+    return [range(bounds[i], bounds[i + 1]) for i in reversed(range(n_groups))]
+
+
+def _group(module: nn.Module, layers: range | None, seeds: list[Tensor] | None) -> range:
+    """The layer range to measure (all by default), checked against the seeds it needs."""
+    n_layers = len(find_blocks(module)[1])
+    layers = range(n_layers) if layers is None else layers
+    if layers.step != 1 or not 0 <= layers.start < layers.stop <= n_layers:
+        raise ValueError(f"layers must be a contiguous range within 0..{n_layers - 1}: {layers}")
+    if (seeds is None) != (layers.stop == n_layers):
+        raise ValueError("seed gradients are needed exactly when the group is not the top one")
+    return layers
 
 
 def collect_statistics(
@@ -267,22 +363,33 @@ def collect_statistics(
     *,
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
+    layers: range | None = None,
+    seeds: list[Tensor] | None = None,
 ) -> ProbeStatistics:
-    """Pass 1: stream every site's `SiteStats` over the probe batches (one forward+backward each).
+    """Pass 1: stream `SiteStats` of the sites in `layers` (default: all) over the probe batches.
 
     Σ is shared by the sites that read the same input tensor. Gradients are those of the mean
-    completion loss over all batches.
+    completion loss over all batches. A group below the top one needs `seeds`: per batch, the
+    gradient at the input of the group above (its `input_grads`).
     """
     module = _as_module(model)
     batches = list(batches)
-    sites = adaptable_sites(module)
+    layers = _group(module, layers, seeds)
+    sites = [site for site in adaptable_sites(module) if site.layer in layers]
     n_loss = sum(n_target_tokens(batch) for batch in batches)
     if n_loss == 0:
         raise ValueError("the probe batches contain no completion tokens (all labels are -100)")
+    if seeds is not None and len(seeds) != len(batches):
+        raise ValueError(f"{len(seeds)} seed gradients for {len(batches)} batches")
     total = 0.0
-    with _StatsPass(module, sites, dtype) as probe:
-        for batch in tqdm(batches, desc="layercard statistics", disable=not progress):
-            total += probe.run(batch, 1.0 / n_loss)
+    input_grads = []  # kept only above layer 0: the seeds of the group below
+    desc = f"layercard statistics, layers {layers.start}-{layers.stop - 1}"
+    with _StatsPass(module, sites, layers, dtype) as probe:
+        for i, batch in enumerate(tqdm(batches, desc=desc, disable=not progress)):
+            loss, grad = probe.run(batch, 1.0 / n_loss, None if seeds is None else seeds[i])
+            total += loss
+            if layers.start > 0:
+                input_grads.append(grad)
     return ProbeStatistics(
         sites=sites,
         stats=probe.stats,
@@ -290,6 +397,7 @@ def collect_statistics(
         n_tokens=sum(int(batch["attention_mask"].sum()) for batch in batches),
         n_loss_tokens=n_loss,
         loss=total / n_loss,
+        input_grads=input_grads if layers.start > 0 else None,
     )
 
 
@@ -301,20 +409,27 @@ def example_gains(
     n_examples: int,
     scale: float = 1.0,
     progress: bool = True,
+    layers: range | None = None,
+    seeds: list[Tensor] | None = None,
 ) -> Tensor:
     """Pass 2: gains s_site(i) = ⟨G_site(i), dW*_site⟩ [n_examples, n_sites] of the first
-    `n_examples` examples, in `adaptable_sites` order; `scale` multiplies the summed loss."""
+    `n_examples` examples for the sites in `layers` (default: all), in `adaptable_sites` order;
+    `corrections` holds every one of them. `scale` multiplies the summed loss; `seeds` as in
+    `collect_statistics`, one per batch."""
     module = _as_module(model)
-    sites = adaptable_sites(module)
+    layers = _group(module, layers, seeds)
+    sites = [site for site in adaptable_sites(module) if site.layer in layers]
     done = 0
-    with _GainPass(module, sites, corrections, n_examples) as gain_pass:
-        bar = tqdm(total=n_examples, desc="layercard coupling", disable=not progress)
-        for batch in batches:
+    desc = f"layercard coupling, layers {layers.start}-{layers.stop - 1}"
+    with _GainPass(module, sites, layers, corrections, n_examples) as gain_pass:
+        bar = tqdm(total=n_examples, desc=desc, disable=not progress)
+        for i, batch in enumerate(batches):
             if done >= n_examples:
                 break
             take = min(n_examples - done, int(batch["input_ids"].shape[0]))
             part = {key: value[:take] for key, value in batch.items()}
-            gain_pass.run(part, done, scale)
+            seed = None if seeds is None else seeds[i][:take]
+            gain_pass.run(part, done, scale, seed)
             done += take
             bar.update(take)
         bar.close()
@@ -330,53 +445,71 @@ def measure(
     rank: int = 8,
     ridge_eps: float = 1e-3,
     coupling_examples: int = 64,
+    layer_groups: int = 1,
     dtype: torch.dtype = torch.float32,
     progress: bool = True,
 ) -> Measurements:
     """Measure a frozen model on probe batches: per-site diagnostics and layer coupling.
 
-    `batches` (iterated twice) hold input_ids, attention_mask and labels (-100 on prompt and
-    padding). Statistics accumulate in `dtype`; per-site memory is freed group by group.
+    `batches` (iterated several times) hold input_ids, attention_mask and labels (-100 on prompt
+    and padding). Statistics accumulate in `dtype`; per-site memory is freed site by site. With
+    `layer_groups` > 1 the layers are measured group by group (top first): only one group's
+    statistics and activations are in memory, for one extra forward through the layers below
+    each group; the numbers are those of one group up to float rounding.
     """
     if coupling_examples < 1:
         raise ValueError(f"coupling_examples must be >= 1, got {coupling_examples}")
     module = _as_module(model)
     batches = list(batches)
-    probe = collect_statistics(module, batches, dtype=dtype, progress=progress)
-    diagnostics: dict[Site, SiteDiagnostics] = {}
-    corrections: dict[Site, Tensor] = {}
-    for site in probe.sites:  # sites sharing an input are adjacent: their cache is reused
-        stats = probe.stats.pop(site)  # frees G (and Σ after its last site) as we go
-        corrections[site] = best_correction(stats, ridge_eps=ridge_eps)
-        diagnostics[site] = site_diagnostics(
-            stats, rank=rank, ridge_eps=ridge_eps, correction=corrections[site]
-        )
-    n_coupling = min(coupling_examples, probe.n_examples)
-    gains = example_gains(
-        module,
-        batches,
-        corrections,
-        n_examples=n_coupling,
-        scale=1.0 / probe.n_loss_tokens,
-        progress=progress,
-    )
-    del corrections
     n_layers = len(find_blocks(module)[1])
-    layer_of = torch.tensor([site.layer for site in probe.sites])
+    sites = adaptable_sites(module)
+    diagnostics: dict[Site, SiteDiagnostics] = {}
+    site_gains: dict[Site, Tensor] = {}
+    seeds: list[Tensor] | None = None
+    groups = split_layers(n_layers, layer_groups)
+    for layers in groups:
+        probe = collect_statistics(
+            module, batches, dtype=dtype, progress=progress, layers=layers, seeds=seeds
+        )
+        if layers is groups[0]:
+            top = probe  # the loss is known only where the backward starts from it
+        corrections: dict[Site, Tensor] = {}
+        for site in probe.sites:  # sites sharing an input are adjacent: their cache is reused
+            stats = probe.stats.pop(site)  # frees G (and Σ after its last site) as we go
+            corrections[site] = best_correction(stats, ridge_eps=ridge_eps)
+            diagnostics[site] = site_diagnostics(
+                stats, rank=rank, ridge_eps=ridge_eps, correction=corrections[site]
+            )
+        n_coupling = min(coupling_examples, probe.n_examples)
+        gains = example_gains(
+            module,
+            batches,
+            corrections,
+            n_examples=n_coupling,
+            scale=1.0 / probe.n_loss_tokens,
+            progress=progress,
+            layers=layers,
+            seeds=seeds,
+        )
+        site_gains.update(zip(probe.sites, gains.T, strict=True))
+        del corrections, gains
+        seeds = probe.input_grads
+    all_gains = torch.stack([site_gains[site] for site in sites], dim=1)
+    layer_of = torch.tensor([site.layer for site in sites])
     layer_gains = torch.zeros(n_coupling, n_layers, dtype=torch.float64)
-    layer_gains.index_add_(1, layer_of, gains)
+    layer_gains.index_add_(1, layer_of, all_gains)
     shrinkage = coupling_shrinkage(layer_gains)
     return Measurements(
-        sites=probe.sites,
-        stats=diagnostics,
+        sites=sites,
+        stats={site: diagnostics[site] for site in sites},
         coupling=coupling_from_gains(layer_gains, shrinkage=shrinkage),
-        example_gains=gains,
+        example_gains=all_gains,
         coupling_method=COUPLING_METHOD.format(n=n_coupling, shrinkage=shrinkage),
-        n_probe_examples=probe.n_examples,
-        n_probe_tokens=probe.n_tokens,
-        n_loss_tokens=probe.n_loss_tokens,
+        n_probe_examples=top.n_examples,
+        n_probe_tokens=top.n_tokens,
+        n_loss_tokens=top.n_loss_tokens,
         n_coupling_examples=n_coupling,
-        base_loss=probe.loss,
+        base_loss=top.loss,
         rank=rank,
         ridge_eps=ridge_eps,
     )

@@ -10,11 +10,12 @@ quantities use one cached eigenvalue decomposition (values only) per distinct in
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 
+import scipy.linalg
 import torch
+from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 # Eigen-directions of a coupling submatrix below this fraction of its largest eigenvalue are
@@ -22,21 +23,15 @@ from torch import Tensor
 PINV_RTOL = 1e-6
 
 
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """LAPACK's symmetric eigensolver is dominated by thread synchronisation at these sizes
-    (d ≤ a few thousand): one thread is several times faster, far more so on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def _eigvalsh(matrix: Tensor) -> Tensor:
-    with _one_thread():
+    """Eigenvalues (ascending) of a symmetric matrix. On the CPU through SciPy's LAPACK (divide
+    and conquer) on one thread: on the 2-core benchmark machine it took 0.17 s for 1536 x 1536
+    float32 against 0.26 s in torch, and more threads only spin beside torch's own."""
+    if matrix.device.type != "cpu":
         return torch.linalg.eigvalsh(matrix)
+    with threadpool_limits(1, user_api="blas"):
+        values = scipy.linalg.eigh(matrix.numpy(), eigvals_only=True, driver="evd")
+    return torch.from_numpy(values)
 
 
 def _rows(t: Tensor, width: int, name: str) -> Tensor:

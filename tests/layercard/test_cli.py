@@ -84,7 +84,7 @@ def test_help_describes_commands_and_defaults(capsys: pytest.CaptureFixture[str]
     with pytest.raises(SystemExit):
         main(["build", "--help"])
     text = capsys.readouterr().out
-    for option in ("--probe-examples", "--rank", "--ridge", "--coupling-examples",
+    for option in ("--probe-examples", "--rank", "--ridge", "--coupling-examples", "--layer-groups",
                    "--probe-steps", "--no-cost", "--quiet", "card.json", "timings"):
         assert option in text
     assert "(default: 256)" in text and "(default: 0.001)" in text
@@ -101,6 +101,7 @@ def test_help_describes_commands_and_defaults(capsys: pytest.CaptureFixture[str]
         (["--probe-steps", "-1"], "--probe-steps"),
         (["--max-length", "1"], "--max-length"),
         (["--cost-depths", "0"], "--cost-depths"),
+        (["--layer-groups", "0"], "--layer-groups"),
         (["--rank", "eight"], "--rank"),
     ],
 )
@@ -126,6 +127,9 @@ def test_bad_model_task_and_out_exit_2_naming_the_argument(
     assert "--model" in capsys.readouterr().err
     assert main(_build_args(tiny_model, tmp_path / "missing.jsonl", out, "--quiet")) == 2
     assert "--task" in capsys.readouterr().err
+    more_groups = str(N_LAYERS + 1)
+    assert main(_build_args(tiny_model, tiny_task, out, "--layer-groups", more_groups)) == 2
+    assert "--layer-groups" in capsys.readouterr().err
     (tmp_path / "notes.txt").write_text("not a task")
     assert main(_build_args(tiny_model, tmp_path / "notes.txt", out, "--quiet")) == 2
     assert "unsupported file type" in capsys.readouterr().err

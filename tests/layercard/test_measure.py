@@ -11,7 +11,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 from transformers.pytorch_utils import Conv1D
 
-from layercard.measure import collect_statistics, example_gains, measure
+from layercard.measure import collect_statistics, example_gains, measure, split_layers
 from layercard.models import Site, adaptable_sites, site_module
 from layercard.statistics import best_correction, site_diagnostics
 
@@ -242,3 +242,56 @@ def test_shared_inputs_share_sigma_equal_to_a_separate_computation(model: nn.Mod
     assert diag.act_energy == pytest.approx(
         float(torch.trace(_separate_sigma(model, first, batch))) / first.d_in, rel=1e-12
     )
+
+
+def test_split_layers_covers_every_layer_once_top_group_first() -> None:
+    assert split_layers(30, 2) == [range(15, 30), range(0, 15)]
+    assert split_layers(7, 3) == [range(5, 7), range(2, 5), range(0, 2)]
+    assert split_layers(3, 3) == [range(2, 3), range(1, 2), range(0, 1)]
+    for bad in (0, 4):
+        with pytest.raises(ValueError, match="layer groups"):
+            split_layers(3, bad)
+
+
+def test_layer_groups_give_the_numbers_of_one_pass(model: nn.Module) -> None:
+    batches = _batches(_examples(7, seed=8), size=3)  # coupling cuts the second batch
+    whole = measure(
+        model, batches, rank=2, coupling_examples=5, dtype=torch.float64, progress=False
+    )
+    n_layers = len({site.layer for site in whole.sites})
+    for groups in range(2, n_layers + 1):
+        split = measure(
+            model,
+            batches,
+            rank=2,
+            coupling_examples=5,
+            layer_groups=groups,
+            dtype=torch.float64,
+            progress=False,
+        )
+        assert split.sites == whole.sites
+        assert split.base_loss == pytest.approx(whole.base_loss, rel=1e-12)
+        assert split.n_probe_tokens == whole.n_probe_tokens
+        for site in whole.sites:
+            a, b = vars(split.stats[site]), vars(whole.stats[site])
+            assert a == pytest.approx(b, rel=1e-8, abs=1e-14), (groups, site)
+        assert torch.allclose(split.example_gains, whole.example_gains, rtol=1e-8, atol=1e-16)
+        assert torch.allclose(split.coupling, whole.coupling, rtol=1e-8, atol=1e-10)
+    assert not any(m._forward_pre_hooks or m._forward_hooks for m in model.modules())
+
+
+def test_a_lower_group_needs_the_gradients_of_the_group_above(model: nn.Module) -> None:
+    batches = _batches(_examples(4, seed=9), size=2)
+    top, bottom = split_layers(len({s.layer for s in adaptable_sites(model)}), 2)
+    with pytest.raises(ValueError, match="seed gradients"):
+        collect_statistics(model, batches, layers=bottom, progress=False)
+    upper = collect_statistics(model, batches, layers=top, dtype=torch.float64, progress=False)
+    assert upper.input_grads is not None and len(upper.input_grads) == len(batches)
+    with pytest.raises(ValueError, match="seed gradients"):
+        collect_statistics(model, batches, layers=top, seeds=upper.input_grads, progress=False)
+    lower = collect_statistics(
+        model, batches, layers=bottom, seeds=upper.input_grads, dtype=torch.float64, progress=False
+    )
+    assert lower.input_grads is None
+    assert {s.layer for s in lower.sites} == set(bottom)
+    assert {s.layer for s in upper.sites} == set(top)
