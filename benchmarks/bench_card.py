@@ -1,10 +1,12 @@
 """Benchmark: Layer Card build time and peak memory vs one epoch of all-layer LoRA.
 
 In one run, on the same model, task, batch size and max length:
-- card build: statistics + diagnostics + coupling over the probe examples (no probes), timed in
-  a child process whose peak RSS (resource.getrusage ru_maxrss) is the build's memory; model
-  loading is excluded from the time, and cost measurement is timed separately (not included);
-- floor: one forward+backward of all-layer LoRA over the probe examples (no optimizer step);
+- card build, once per --layer-groups setting (default: 2, the CLI default, and 1): statistics +
+  diagnostics + coupling over the probe examples (no probes), each timed in a child process
+  whose peak RSS (resource.getrusage ru_maxrss) is the build's memory; model loading is excluded
+  from the time, and cost measurement is timed separately (not included);
+- floor: one forward+backward of all-layer LoRA over the probe examples (no optimizer step), in
+  training-order batches and in the card's measurement batches (sorted by length);
 - epoch: one epoch of all-layer LoRA (layercard.training) over the training examples.
 Writes card.json-style JSON, Markdown and a PNG bar plot into --out.
 
@@ -39,6 +41,17 @@ QUICK = {"probe_examples": 16, "train_examples": 32, "coupling_examples": 8}
 
 
 @dataclass
+class CardBuild:
+    """One card build (child process) at one --layer-groups setting."""
+
+    layer_groups: int
+    seconds: float  # statistics + diagnostics + coupling (no load, no cost, no probes)
+    stages: dict[str, float]
+    peak_rss_bytes: int  # ru_maxrss of the child process
+    ratio: float  # seconds / epoch seconds
+
+
+@dataclass
 class BenchResult:
     """Everything the benchmark measured, with the settings and machine it ran on."""
 
@@ -53,22 +66,21 @@ class BenchResult:
     seed: int
     quick: bool
     n_params: int
-    card_seconds: float  # statistics + diagnostics + coupling (no load, no cost, no probes)
-    card_stages: dict[str, float]
-    cost_seconds: float  # cost measurement, reported separately (not in card_seconds)
-    floor_seconds: float  # one forward+backward of all-layer LoRA over the probe examples
+    builds: list[CardBuild]  # the first is the CLI default setting
+    cost_seconds: float  # cost measurement, reported separately (not in a build's seconds)
+    floor_seconds: float  # one forward+backward of all-layer LoRA, training-order batches
+    floor_sorted_seconds: float  # the same over the card's measurement batches
     epoch_seconds: float  # one epoch of all-layer LoRA over the training examples
-    ratio: float  # card_seconds / epoch_seconds
     floor_ratio: float  # floor_seconds / epoch_seconds
+    floor_sorted_ratio: float
     target_ratio: float
-    peak_rss_bytes: int  # of the card build (child process, ru_maxrss)
     fp32_model_bytes: int
     rss_target_bytes: int  # 1.5 × fp32 model size + 1 GiB
     machine: dict[str, object]
     versions: dict[str, str]
 
 
-def _config(args: argparse.Namespace) -> BuildConfig:
+def _config(args: argparse.Namespace, layer_groups: int = 1) -> BuildConfig:
     return BuildConfig(
         model=args.model,
         task=args.task,
@@ -77,6 +89,7 @@ def _config(args: argparse.Namespace) -> BuildConfig:
         max_length=args.max_length,
         rank=args.rank,
         coupling_examples=args.coupling_examples,
+        layer_groups=layer_groups,
         seed=args.seed,
         cost=False,
         progress=not args.quiet,
@@ -85,13 +98,14 @@ def _config(args: argparse.Namespace) -> BuildConfig:
 
 def _child_build(args: argparse.Namespace) -> None:
     """Build the card (no cost, no probes) and print its stage times and peak RSS as JSON."""
-    card = build_card(_config(args))
+    card = build_card(_config(args, args.layer_groups[0]))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
     print(json.dumps({"stages": card.timings.stages, "peak_rss_bytes": peak}))
 
 
-def _card_in_child(args: argparse.Namespace) -> dict[str, object]:
-    command = [sys.executable, __file__, "--child-build", *sys.argv[1:]]
+def _card_in_child(args: argparse.Namespace, layer_groups: int) -> dict[str, object]:
+    command = [sys.executable, __file__, *sys.argv[1:], "--child-build",
+               "--layer-groups", str(layer_groups)]
     proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
     if proc.returncode != 0:
         raise SystemExit(f"error: the card build (child process) failed with {proc.returncode}")
@@ -114,18 +128,17 @@ def _floor_seconds(
 
 
 def run(args: argparse.Namespace) -> BenchResult:
-    """Measure card build (child process), cost, floor and one LoRA epoch."""
-    child = _card_in_child(args)
-    stages = child["stages"]
+    """Measure the card builds (child processes), cost, both floors and one LoRA epoch."""
+    children = {groups: _card_in_child(args, groups) for groups in args.layer_groups}
     loaded = load_model(args.model)
     task = data.load_task(args.task, seed=args.seed)
-
-    def batches_of(examples: list[data.Example]) -> list[dict[str, torch.Tensor]]:
-        return data.task_batches(examples, loaded.tokenizer, kind=task.kind,
-                                 max_length=args.max_length, batch_size=args.batch_size)
-
-    probe = batches_of(task.train[: args.probe_examples])
-    train = batches_of(task.train[: args.train_examples])
+    shape = {"kind": task.kind, "max_length": args.max_length, "batch_size": args.batch_size}
+    probe_examples = task.train[: args.probe_examples]
+    probe = data.task_batches(probe_examples, loaded.tokenizer, **shape)
+    sorted_probe = data.measurement_batches(
+        probe_examples, loaded.tokenizer, head=args.coupling_examples, **shape
+    )
+    train = data.task_batches(task.train[: args.train_examples], loaded.tokenizer, **shape)
     settings = lora_settings(_config(args))
 
     start = time.perf_counter()
@@ -134,22 +147,31 @@ def run(args: argparse.Namespace) -> BenchResult:
 
     all_layers = lora_config(loaded.model, range(loaded.n_layers), settings)
     floor = _floor_seconds(loaded.model, probe, all_layers, args)
+    floor_sorted = _floor_seconds(loaded.model, sorted_probe, all_layers, args)
     start = time.perf_counter()
     train_lora(loaded.model, train, all_layers, steps=len(train), lr=settings.lr,
                seed=args.seed, progress=not args.quiet)
     epoch = time.perf_counter() - start
 
     n_params = sum(p.numel() for p in loaded.model.parameters())
-    card_seconds = stages["measure"]
+    builds = [
+        CardBuild(
+            layer_groups=groups,
+            seconds=child["stages"]["measure"],
+            stages=child["stages"],
+            peak_rss_bytes=int(child["peak_rss_bytes"]),
+            ratio=child["stages"]["measure"] / epoch,
+        )
+        for groups, child in children.items()
+    ]
     return BenchResult(
         model=args.model, task=args.task, probe_examples=args.probe_examples,
         train_examples=args.train_examples, coupling_examples=args.coupling_examples,
         batch_size=args.batch_size, max_length=args.max_length, rank=args.rank, seed=args.seed,
-        quick=args.quick, n_params=n_params,
-        card_seconds=card_seconds, card_stages=stages, cost_seconds=cost_seconds,
-        floor_seconds=floor, epoch_seconds=epoch,
-        ratio=card_seconds / epoch, floor_ratio=floor / epoch, target_ratio=TARGET_RATIO,
-        peak_rss_bytes=int(child["peak_rss_bytes"]), fp32_model_bytes=4 * n_params,
+        quick=args.quick, n_params=n_params, builds=builds, cost_seconds=cost_seconds,
+        floor_seconds=floor, floor_sorted_seconds=floor_sorted, epoch_seconds=epoch,
+        floor_ratio=floor / epoch, floor_sorted_ratio=floor_sorted / epoch,
+        target_ratio=TARGET_RATIO, fp32_model_bytes=4 * n_params,
         rss_target_bytes=int(1.5 * 4 * n_params + 2**30),
         machine=asdict(machine_info()), versions=library_versions(),
     )
@@ -158,33 +180,49 @@ def run(args: argparse.Namespace) -> BenchResult:
 def to_markdown(r: BenchResult) -> str:
     """A short report of the result."""
     gib = 2**30
-    ok = "meets" if r.ratio <= r.target_ratio else "misses"
-    rss_ok = "meets" if r.peak_rss_bytes <= r.rss_target_bytes else "misses"
     m = r.machine
+
+    def verdict(ok: bool) -> str:
+        return "meets" if ok else "misses"
+
+    rows = [
+        f"| card build, --layer-groups {b.layer_groups}: {r.probe_examples} probe examples, "
+        f"coupling on {r.coupling_examples}, no probes (excl. model load and cost) | "
+        f"{b.seconds:.1f} | {b.ratio:.3f} | {b.peak_rss_bytes / gib:.2f} |"
+        for b in r.builds
+    ]
+    verdicts = [
+        f"- --layer-groups {b.layer_groups}: time ratio {b.ratio:.3f} "
+        f"{verdict(b.ratio <= r.target_ratio)} the target ≤ {r.target_ratio}; peak RSS "
+        f"{b.peak_rss_bytes / gib:.2f} GiB {verdict(b.peak_rss_bytes <= r.rss_target_bytes)} "
+        f"the target ≤ 1.5 × fp32 model ({r.fp32_model_bytes / gib:.2f} GiB) + 1 GiB = "
+        f"{r.rss_target_bytes / gib:.2f} GiB."
+        for b in r.builds
+    ]
     return "\n".join([
         f"# Layer Card build vs one LoRA epoch{' (quick smoke run)' if r.quick else ''}",
         "",
         f"Model `{r.model}` ({r.n_params:,} parameters), task `{r.task}`, batch size "
         f"{r.batch_size}, max length {r.max_length}, LoRA rank {r.rank}, seed {r.seed}.",
         "",
-        "| what | seconds | ratio to epoch |",
-        "|---|---|---|",
-        f"| card build: {r.probe_examples} probe examples, coupling on {r.coupling_examples}, "
-        f"no probes (excl. model load and cost) | {r.card_seconds:.1f} | {r.ratio:.3f} |",
-        f"| floor: one fwd+bwd of all-layer LoRA over the probe examples | "
-        f"{r.floor_seconds:.1f} | {r.floor_ratio:.3f} |",
+        "| what | seconds | ratio to epoch | peak RSS (GiB) |",
+        "|---|---|---|---|",
+        *rows,
+        f"| floor: one fwd+bwd of all-layer LoRA over the probe examples, training-order "
+        f"batches | {r.floor_seconds:.1f} | {r.floor_ratio:.3f} | |",
+        f"| floor over the card's length-sorted measurement batches | "
+        f"{r.floor_sorted_seconds:.1f} | {r.floor_sorted_ratio:.3f} | |",
         f"| one epoch all-layer LoRA r={r.rank}, {r.train_examples} examples | "
-        f"{r.epoch_seconds:.1f} | 1 |",
+        f"{r.epoch_seconds:.1f} | 1 | |",
         f"| cost measurement (separate, not in the card build time) | {r.cost_seconds:.1f} | "
-        f"{r.cost_seconds / r.epoch_seconds:.3f} |",
+        f"{r.cost_seconds / r.epoch_seconds:.3f} | |",
         "",
-        f"- ratio {r.ratio:.3f} {ok} the target ≤ {r.target_ratio} "
-        f"(floor {r.floor_ratio:.3f}).",
-        f"- peak RSS of the card build {r.peak_rss_bytes / gib:.2f} GiB {rss_ok} the target "
-        f"≤ 1.5 × fp32 model ({r.fp32_model_bytes / gib:.2f} GiB) + 1 GiB = "
-        f"{r.rss_target_bytes / gib:.2f} GiB.",
-        "- card build stages (s): "
-        + ", ".join(f"{k} {v:.1f}" for k, v in r.card_stages.items()),
+        *verdicts,
+        *(
+            f"- stages (s), --layer-groups {b.layer_groups}: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in b.stages.items())
+            for b in r.builds
+        ),
         f"- machine: {m['processor']}, {m['cpu_count']} cores, {m['torch_threads']} torch "
         f"threads, {int(m['memory_bytes']) / gib:.1f} GiB RAM ({m['platform']})",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in r.versions.items()),
@@ -195,16 +233,20 @@ def to_markdown(r: BenchResult) -> str:
 
 
 def plot(r: BenchResult, path: Path) -> None:
-    """Bar plot of the four times."""
-    fig = Figure(figsize=(7, 3.5))
+    """Bar plot of the times: floors, card builds, cost and the epoch."""
+    fig = Figure(figsize=(8, 3.6))
     ax = fig.subplots()
-    labels = ["floor\nfwd+bwd", "card build", "cost\n(separate)", "LoRA epoch"]
-    values = [r.floor_seconds, r.card_seconds, r.cost_seconds, r.epoch_seconds]
-    bars = ax.bar(labels, values, color=["C7", "C0", "C2", "C3"])
+    labels = ["floor\nfwd+bwd", "floor\nsorted", *(f"card\n{b.layer_groups} group(s)"
+                                                   for b in r.builds),
+              "cost\n(separate)", "LoRA epoch"]
+    values = [r.floor_seconds, r.floor_sorted_seconds, *(b.seconds for b in r.builds),
+              r.cost_seconds, r.epoch_seconds]
+    colors = ["C7", "C7", *["C0"] * len(r.builds), "C2", "C3"]
+    bars = ax.bar(labels, values, color=colors)
     ax.bar_label(bars, fmt="%.1f s", fontsize=8)
     ax.set_ylabel("seconds")
-    ax.set_title(f"{r.model} on {r.task}: card / epoch = {r.ratio:.3f} "
-                 f"(floor {r.floor_ratio:.3f})", fontsize=9)
+    ratios = ", ".join(f"{b.layer_groups} group(s) {b.ratio:.3f}" for b in r.builds)
+    ax.set_title(f"{r.model} on {r.task}: card / epoch = {ratios}", fontsize=9)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
@@ -223,6 +265,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=8, help="default: %(default)s")
     parser.add_argument("--max-length", type=int, default=256, help="default: %(default)s")
     parser.add_argument("--rank", type=int, default=8, help="default: %(default)s")
+    parser.add_argument("--layer-groups", type=int, nargs="+", default=[2, 1],
+                        help="card builds to time, one per setting; default: %(default)s")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run with tiny sizes {QUICK} (overrides those options)")
