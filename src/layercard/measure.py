@@ -20,7 +20,7 @@ import math
 import weakref
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
@@ -471,8 +471,8 @@ def measure(
         probe = collect_statistics(
             module, batches, dtype=dtype, progress=progress, layers=layers, seeds=seeds
         )
-        if layers is groups[0]:
-            top = probe  # the loss is known only where the backward starts from it
+        if layers is groups[0]:  # the loss is known only where the backward starts from it
+            top = replace(probe, stats={}, input_grads=None)
         corrections: dict[Site, Tensor] = {}
         for site in probe.sites:  # sites sharing an input are adjacent: their cache is reused
             stats = probe.stats.pop(site)  # frees G (and Σ after its last site) as we go
