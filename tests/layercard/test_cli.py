@@ -216,9 +216,13 @@ def test_benchmark_quick_smoke_run(tiny_model: Path, tiny_task: Path, tmp_path: 
     assert proc.returncode == 0, proc.stderr
     result = json.loads((out / "bench_card.json").read_text())
     assert result["quick"] and result["probe_examples"] == 16 and result["train_examples"] == 32
-    for key in ("card_seconds", "floor_seconds", "epoch_seconds", "cost_seconds"):
+    for key in ("floor_seconds", "floor_sorted_seconds", "epoch_seconds", "cost_seconds"):
         assert result[key] > 0
-    assert result["peak_rss_bytes"] > 100 * 2**20  # a real process with torch loaded
+    assert [build["layer_groups"] for build in result["builds"]] == [2, 1]
+    for build in result["builds"]:
+        assert build["seconds"] > 0
+        assert build["ratio"] == pytest.approx(build["seconds"] / result["epoch_seconds"])
+        assert build["peak_rss_bytes"] > 100 * 2**20  # a real process with torch loaded
     assert {"torch", "transformers", "peft", "python"} <= set(result["versions"])
     assert result["machine"]["cpu_count"] >= 1
     assert (out / "bench_card.png").read_bytes().startswith(b"\x89PNG")
