@@ -185,6 +185,20 @@ def test_effective_rank_counts_equal_nonzero_eigenvalues() -> None:
     assert diag.noise_amplification > 100  # ill-conditioned: only the ridge keeps it finite
 
 
+@pytest.mark.parametrize("d_in", [5, 600])  # one block; three block rows of 200 columns
+def test_sigma_from_the_lower_triangle_is_the_full_second_moment(d_in: int) -> None:
+    gen = torch.Generator().manual_seed(d_in)
+    inputs = InputStats(d_in, dtype=torch.float64)
+    chunks = [torch.randn(n, d_in, generator=gen, dtype=torch.float64) for n in (7, 30)]
+    for chunk in chunks:
+        inputs.update(chunk)
+    x = torch.cat(chunks)
+    sigma = inputs.sigma
+    assert torch.equal(sigma, sigma.T)
+    torch.testing.assert_close(sigma, x.T @ x / x.shape[0], rtol=1e-12, atol=1e-12)
+    assert inputs.trace == pytest.approx(float(x.square().sum()) / x.shape[0], rel=1e-12)
+
+
 def test_shared_inputs_match_separate_statistics_and_catch_misuse() -> None:
     x, g = _problem(80, 5, 6, seed=4)
     shared = InputStats(5, dtype=torch.float64)
