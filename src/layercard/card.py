@@ -197,11 +197,14 @@ class Card:
         """Number of transformer blocks."""
         return len(self.layers)
 
+    def _gain_terms(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(per-layer resnorm², layer coupling matrix) as float64 tensors."""
+        res2 = torch.tensor([entry.resnorm2 for entry in self.layers], dtype=torch.float64)
+        return res2, torch.tensor(self.coupling.matrix, dtype=torch.float64)
+
     def predicted_gain(self, layers: Iterable[int]) -> float:
         """Predicted loss drop of adapting `layers` together: ½ vᵀR⁻¹v with v = √resnorm²."""
-        res2 = torch.tensor([entry.resnorm2 for entry in self.layers], dtype=torch.float64)
-        rho = torch.tensor(self.coupling.matrix, dtype=torch.float64)
-        return predicted_gain(res2, rho, sorted(set(layers)))
+        return predicted_gain(*self._gain_terms(), sorted(set(layers)))
 
     def cost_model(self) -> CostModel | None:
         """The fitted cost model (seconds and bytes of any layer set), when cost was measured."""
@@ -218,11 +221,12 @@ class Card:
 
     def greedy_order(self) -> list[tuple[int, float]]:
         """Forward selection on predicted gain: (layer added, gain of the set so far) per step."""
+        res2, rho = self._gain_terms()
         chosen: list[int] = []
         order = []
         while len(chosen) < self.n_layers:
             gains = {
-                i: self.predicted_gain([*chosen, i])
+                i: predicted_gain(res2, rho, sorted([*chosen, i]))
                 for i in range(self.n_layers)
                 if i not in chosen
             }

@@ -135,7 +135,7 @@ class _Session(ABC):
                 above = self.blocks[self.layers.stop]
                 self.handles.append(above.register_forward_pre_hook(self._stop, with_kwargs=True))
             for site in self.sites:
-                module = site_module(self.model, site)
+                module = site_module(self.model, site, self.blocks)
                 self.handles.append(module.register_forward_hook(self.forward_hook(site)))
         except BaseException:
             self.__exit__()

@@ -101,9 +101,11 @@ def adaptable_sites(model: nn.Module) -> list[Site]:
     return sites
 
 
-def site_module(model: nn.Module, site: Site) -> nn.Module:
-    """The module object a Site refers to."""
-    _, blocks = find_blocks(model)
+def site_module(model: nn.Module, site: Site, blocks: nn.ModuleList | None = None) -> nn.Module:
+    """The module object a Site refers to; pass the model's `blocks` (from `find_blocks`) when
+    looking up many sites, to walk the model once."""
+    if blocks is None:
+        _, blocks = find_blocks(model)
     return blocks[site.layer].get_submodule(site.module)
 
 

@@ -96,10 +96,10 @@ def lora_config(model: nn.Module, layers: Sequence[int], settings: LoraSettings)
     Uses layers_to_transform + layers_pattern (last component of the block path, e.g. "layers" for
     "model.layers", "h" for "transformer.h"); fan_in_fan_out is set for GPT-2 style Conv1D.
     """
-    path, _ = find_blocks(model)
+    path, blocks = find_blocks(model)
     sites = target_sites(model, layers, settings)
     names = [n for n in _block_module_names(model) if any(s.module == n for s in sites)]
-    conv1d = [isinstance(site_module(model, s), Conv1D) for s in sites]
+    conv1d = [isinstance(site_module(model, s, blocks), Conv1D) for s in sites]
     return LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
