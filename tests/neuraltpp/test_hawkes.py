@@ -117,6 +117,11 @@ def test_evaluate_reports_counts(sim: EventDataset) -> None:
     assert metrics.n_ll_events == n and metrics.n_predictions == n
     assert metrics.first_event == "condition" and 0.4 < metrics.type_accuracy <= 1
     assert np.isfinite(metrics.ll_per_event) and metrics.rmse_gap > 0
+    # the same numbers as the public functions it combines
+    ll = hawkes.log_likelihood(TRUE, sim, first_event="condition")
+    pred = hawkes.predict(TRUE, sim)
+    assert metrics.ll_per_event == ll.per_event
+    assert metrics.type_accuracy == float((pred.type_probs.argmax(1) == pred.true_type).mean())
 
 
 def test_future_split_chain_rule(sim: EventDataset) -> None:
