@@ -219,7 +219,13 @@ def test_benchmark_quick_smoke_run(tiny_model: Path, tiny_task: Path, tmp_path: 
     for key in ("floor_seconds", "floor_sorted_seconds", "epoch_seconds", "cost_seconds"):
         assert result[key] > 0
     assert [build["layer_groups"] for build in result["builds"]] == [2, 1]
-    for build in result["builds"]:
+    full = result["full_build"]
+    assert full["cost"] and full["layer_groups"] == 2
+    assert not any(build["cost"] for build in result["builds"])
+    assert "cost" not in result["builds"][0]["stages"]
+    assert result["cost_seconds"] == full["stages"]["cost"]
+    assert full["seconds"] == pytest.approx(full["stages"]["measure"] + full["stages"]["cost"])
+    for build in [*result["builds"], full]:
         assert build["seconds"] > 0
         assert build["ratio"] == pytest.approx(build["seconds"] / result["epoch_seconds"])
         assert build["peak_rss_bytes"] > 100 * 2**20  # a real process with torch loaded
