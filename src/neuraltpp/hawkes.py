@@ -276,11 +276,7 @@ def predict(params: HawkesParams, dataset: EventDataset) -> HawkesPredictions:
     P(next type k) = mu_k E1 + c_k E2 with c_k the type-k excitation just after event j.
     """
     _check_types(params, dataset)
-    return _predict(params, _pad(dataset))
-
-
-def _predict(params: HawkesParams, data: _Padded) -> HawkesPredictions:
-    """`predict` on already padded data."""
+    data = _pad(dataset)
     a, _ = _excitations(params.beta, data, params.num_types, with_derivative=False)
     onehot = np.eye(params.num_types)[data.types]
     after = a + params.beta * onehot  # excitation by types just after event i
@@ -323,12 +319,8 @@ def evaluate(
     include_tail: bool = True,
 ) -> HawkesMetrics:
     """LL per event, next-type accuracy and RMSE of the next gap on ``dataset``."""
-    _check_types(params, dataset)
-    data = _pad(dataset)  # padded once for both
-    ll, _ = _ll_and_grad(
-        params, data, first_event=first_event, include_tail=include_tail, with_grad=False
-    )
-    pred = _predict(params, data)
+    ll = log_likelihood(params, dataset, first_event=first_event, include_tail=include_tail)
+    pred = predict(params, dataset)
     n_pred = int(pred.true_type.size)
     correct = pred.type_probs.argmax(axis=1) == pred.true_type
     return HawkesMetrics(
