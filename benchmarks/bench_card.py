@@ -1,10 +1,13 @@
 """Benchmark: Layer Card build time and peak memory vs one epoch of all-layer LoRA.
 
 In one run, on the same model, task, batch size and max length:
-- card build, once per --layer-groups setting (default: 2, the CLI default, and 1): statistics +
-  diagnostics + coupling over the probe examples (no probes, no cost measurement), each timed in
-  a child process whose peak RSS (resource.getrusage ru_maxrss) is the build's memory; model
-  loading is excluded from the time;
+- card build, per --layer-groups setting (default: 2, the CLI default, and 1): statistics +
+  diagnostics + coupling over the probe examples (no probes, no cost measurement), each run in
+  a child process whose peak RSS (VmHWM of /proc/self/status) is the build's memory; model
+  loading is excluded from the time. Each setting runs --repeats times, the first before the
+  floors and the epoch and the others after them, so that the machine's drift during the run
+  reaches both sides of the ratio; the reported time is the median run's (the slower middle one
+  for an even count), the reported peak RSS the largest;
 - full build: the same at the first setting plus the cost measurement (what `layercard build`
   and `make demo` run), also in a child; its cost stage is reported on its own;
 - floor: one forward+backward of all-layer LoRA over the probe examples (no optimizer step), in
@@ -24,7 +27,7 @@ import resource
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -39,7 +42,7 @@ from layercard.models import load_model
 from layercard.training import causal_lm_loss, lora_config, lora_training, train_lora
 
 TARGET_RATIO = 0.20
-QUICK = {"probe_examples": 16, "train_examples": 32, "coupling_examples": 8}
+QUICK = {"probe_examples": 16, "train_examples": 32, "coupling_examples": 8, "repeats": 2}
 
 
 @dataclass
@@ -49,9 +52,10 @@ class CardBuild:
     layer_groups: int
     cost: bool  # whether the build includes the cost measurement
     seconds: float  # statistics + diagnostics + coupling (+ cost), no load, no probes
-    stages: dict[str, float]
-    peak_rss_bytes: int  # ru_maxrss of the child process
+    stages: dict[str, float]  # of the median run
+    peak_rss_bytes: int  # VmHWM of the child process (the largest over the runs)
     ratio: float  # seconds / epoch seconds
+    runs_seconds: list[float]  # every run's seconds, in the order they ran
 
 
 @dataclass
@@ -69,6 +73,7 @@ class BenchResult:
     seed: int
     quick: bool
     n_params: int
+    repeats: int  # runs per card build setting
     builds: list[CardBuild]  # without cost measurement; the first is the CLI default setting
     full_build: CardBuild  # the first setting with cost measurement, as `layercard build` runs
     cost_seconds: float  # the full build's cost stage
@@ -100,11 +105,22 @@ def _config(args: argparse.Namespace, layer_groups: int = 1, cost: bool = False)
     )
 
 
+def _peak_rss_bytes() -> int:
+    """Peak RSS of this process since it started its program: VmHWM on Linux. Not ru_maxrss:
+    Linux carries the spawning parent's peak over exec into it, so a child started by a parent
+    that had trained LoRA reported the parent's peak."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # macOS: bytes
+
+
 def _child_build(args: argparse.Namespace) -> None:
     """Build the card (no probes) and print its stage times and peak RSS as JSON."""
     card = build_card(_config(args, args.layer_groups[0], cost=args.child_cost))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
-    print(json.dumps({"stages": card.timings.stages, "peak_rss_bytes": peak}))
+    print(json.dumps({"stages": card.timings.stages, "peak_rss_bytes": _peak_rss_bytes()}))
 
 
 def _card_in_child(args: argparse.Namespace, layer_groups: int, cost: bool) -> CardBuild:
@@ -123,6 +139,18 @@ def _card_in_child(args: argparse.Namespace, layer_groups: int, cost: bool) -> C
         stages=stages,
         peak_rss_bytes=int(child["peak_rss_bytes"]),
         ratio=math.nan,  # set once the epoch is timed
+        runs_seconds=[stages["measure"] + stages.get("cost", 0.0)],
+    )
+
+
+def _median_run(runs: list[CardBuild]) -> CardBuild:
+    """Runs of one setting as one build: the median run (the slower middle one for an even
+    count) with every run's seconds and the largest peak RSS."""
+    middle = sorted(runs, key=lambda build: build.seconds)[len(runs) // 2]
+    return replace(
+        middle,
+        peak_rss_bytes=max(build.peak_rss_bytes for build in runs),
+        runs_seconds=[build.seconds for build in runs],
     )
 
 
@@ -143,7 +171,7 @@ def _floor_seconds(
 
 def run(args: argparse.Namespace) -> BenchResult:
     """Measure the card builds (child processes), both floors and one LoRA epoch."""
-    builds = [_card_in_child(args, groups, cost=False) for groups in args.layer_groups]
+    runs = [[_card_in_child(args, groups, cost=False)] for groups in args.layer_groups]
     full_build = _card_in_child(args, args.layer_groups[0], cost=True)
     loaded = load_model(args.model)
     task = data.load_task(args.task, seed=args.seed)
@@ -163,6 +191,10 @@ def run(args: argparse.Namespace) -> BenchResult:
     train_lora(loaded.model, train, all_layers, steps=len(train), lr=settings.lr,
                seed=args.seed, progress=not args.quiet)
     epoch = time.perf_counter() - start
+    for _ in range(args.repeats - 1):
+        for groups, setting in zip(args.layer_groups, runs, strict=True):
+            setting.append(_card_in_child(args, groups, cost=False))
+    builds = [_median_run(setting) for setting in runs]
 
     n_params = sum(p.numel() for p in loaded.model.parameters())
     for build in [*builds, full_build]:
@@ -171,8 +203,8 @@ def run(args: argparse.Namespace) -> BenchResult:
         model=args.model, task=args.task, probe_examples=args.probe_examples,
         train_examples=args.train_examples, coupling_examples=args.coupling_examples,
         batch_size=args.batch_size, max_length=args.max_length, rank=args.rank, seed=args.seed,
-        quick=args.quick, n_params=n_params, builds=builds, full_build=full_build,
-        cost_seconds=full_build.stages["cost"],
+        quick=args.quick, n_params=n_params, repeats=args.repeats, builds=builds,
+        full_build=full_build, cost_seconds=full_build.stages["cost"],
         floor_seconds=floor, floor_sorted_seconds=floor_sorted, epoch_seconds=epoch,
         floor_ratio=floor / epoch, floor_sorted_ratio=floor_sorted / epoch,
         target_ratio=TARGET_RATIO, fp32_model_bytes=4 * n_params,
@@ -189,10 +221,17 @@ def to_markdown(r: BenchResult) -> str:
     def verdict(ok: bool) -> str:
         return "meets" if ok else "misses"
 
+    def spread(b: CardBuild, scale: float, digits: int) -> str:
+        if len(b.runs_seconds) == 1:
+            return ""
+        return " (runs " + ", ".join(f"{s / scale:.{digits}f}" for s in b.runs_seconds) + ")"
+
     rows = [
         f"| card build, --layer-groups {b.layer_groups}: {r.probe_examples} probe examples, "
-        f"coupling on {r.coupling_examples}, no probes, no cost (excl. model load) | "
-        f"{b.seconds:.1f} | {b.ratio:.3f} | {b.peak_rss_bytes / gib:.2f} |"
+        f"coupling on {r.coupling_examples}, no probes, no cost (excl. model load)"
+        f"{', median of ' + str(r.repeats) + ' runs' if r.repeats > 1 else ''} | "
+        f"{b.seconds:.1f}{spread(b, 1.0, 1)} | {b.ratio:.3f}{spread(b, r.epoch_seconds, 3)} | "
+        f"{b.peak_rss_bytes / gib:.2f} |"
         for b in r.builds
     ]
     verdicts = [
@@ -225,11 +264,15 @@ def to_markdown(r: BenchResult) -> str:
         f"{r.cost_seconds / r.epoch_seconds:.3f} | |",
         "",
         *verdicts,
+        f"- each card build setting ran {r.repeats} time(s), the first before the floors and "
+        "the epoch, the others after them; its time is the median run's, its peak RSS the "
+        "largest." if r.repeats > 1 else "- each card build setting ran once.",
         "- the targets apply to the card build; the full build adds the cost measurement, which "
         "runs LoRA optimizer steps down to layer 0 (its memory is that of all-layer LoRA "
         "training).",
         *(
-            f"- stages (s), --layer-groups {b.layer_groups}{' with cost' if b.cost else ''}: "
+            f"- stages (s), --layer-groups {b.layer_groups}{' with cost' if b.cost else ''}"
+            f"{' (median run)' if len(b.runs_seconds) > 1 else ''}: "
             + ", ".join(f"{k} {v:.1f}" for k, v in b.stages.items())
             for b in [*r.builds, r.full_build]
         ),
@@ -277,6 +320,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--rank", type=int, default=8, help="default: %(default)s")
     parser.add_argument("--layer-groups", type=int, nargs="+", default=[2, 1],
                         help="card builds to time, one per setting; default: %(default)s")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs per card build setting (the median is reported); "
+                        "default: %(default)s")
     parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run with tiny sizes {QUICK} (overrides those options)")
@@ -291,6 +337,8 @@ def main() -> None:
     args = _parser().parse_args()
     if args.quick:
         vars(args).update(QUICK)
+    if args.repeats < 1:
+        raise SystemExit(f"error: --repeats must be >= 1, got {args.repeats}")
     if args.child_build:
         _child_build(args)
         return

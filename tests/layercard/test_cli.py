@@ -219,6 +219,10 @@ def test_benchmark_quick_smoke_run(tiny_model: Path, tiny_task: Path, tmp_path: 
     for key in ("floor_seconds", "floor_sorted_seconds", "epoch_seconds", "cost_seconds"):
         assert result[key] > 0
     assert [build["layer_groups"] for build in result["builds"]] == [2, 1]
+    assert result["repeats"] == 2
+    for build in result["builds"]:  # the slower of two runs, with both recorded
+        assert len(build["runs_seconds"]) == 2
+        assert build["seconds"] == max(build["runs_seconds"])
     full = result["full_build"]
     assert full["cost"] and full["layer_groups"] == 2
     assert not any(build["cost"] for build in result["builds"])
