@@ -132,14 +132,15 @@ def _card_in_child(args: argparse.Namespace, layer_groups: int, cost: bool) -> C
         raise SystemExit(f"error: the card build (child process) failed with {proc.returncode}")
     child = json.loads(proc.stdout.strip().splitlines()[-1])
     stages = child["stages"]
+    seconds = stages["measure"] + stages.get("cost", 0.0)
     return CardBuild(
         layer_groups=layer_groups,
         cost=cost,
-        seconds=stages["measure"] + stages.get("cost", 0.0),
+        seconds=seconds,
         stages=stages,
         peak_rss_bytes=int(child["peak_rss_bytes"]),
         ratio=math.nan,  # set once the epoch is timed
-        runs_seconds=[stages["measure"] + stages.get("cost", 0.0)],
+        runs_seconds=[seconds],
     )
 
 

@@ -22,8 +22,8 @@ from torch import Tensor
 # Eigen-directions of a coupling submatrix below this fraction of its largest eigenvalue are
 # treated as exactly redundant (pseudo-inverse) in `predicted_gain`.
 PINV_RTOL = 1e-6
-# Most columns in one block row of the lower-triangular Σ accumulation (blocks are made equal):
-# blocks of 192-256 columns skip most of the upper triangle and keep each GEMM fast.
+# Most rows in one block row of the lower-triangular Σ accumulation (blocks are made equal):
+# blocks of 192-256 rows skip most of the upper triangle and keep each GEMM fast.
 SIGMA_BLOCK = 256
 
 
@@ -61,12 +61,12 @@ class InputStats:
         self.dtype = dtype
         n_blocks = math.ceil(d_in / SIGMA_BLOCK)
         edges = [round(i * d_in / n_blocks) for i in range(n_blocks + 1)]
-        self._block_rows = list(itertools.pairwise(edges))
-        self._sums = [
-            torch.zeros(stop - start, stop, dtype=dtype, device=device)
-            for start, stop in self._block_rows
+        # (first row, the sum of x xᵀ over the block's rows and columns 0 to its last row)
+        self._blocks = [
+            (start, torch.zeros(stop - start, stop, dtype=dtype, device=device))
+            for start, stop in itertools.pairwise(edges)
         ]
-        self.device = self._sums[0].device
+        self.device = self._blocks[0][1].device
         self.n = 0
         self._eigenvalues: Tensor | None = None
         self._factor: tuple[float, Tensor] | None = None
@@ -74,7 +74,8 @@ class InputStats:
     def update(self, x: Tensor) -> None:
         """Add the tokens x [n, d_in] to the running sum (its lower triangle)."""
         x = _rows(x, self.d_in, "x").detach().to(self.dtype)
-        for (start, stop), block in zip(self._block_rows, self._sums, strict=True):
+        for start, block in self._blocks:
+            stop = block.shape[1]
             block.addmm_(x[:, start:stop].T, x[:, :stop])
         self.n += x.shape[0]
         self._eigenvalues = None
@@ -86,7 +87,8 @@ class InputStats:
         if self.n == 0:
             raise ValueError("no tokens were accumulated")
         sigma = torch.empty(self.d_in, self.d_in, dtype=self.dtype, device=self.device)
-        for (start, stop), block in zip(self._block_rows, self._sums, strict=True):
+        for start, block in self._blocks:
+            stop = block.shape[1]
             torch.div(block, self.n, out=sigma[start:stop, :stop])
             diagonal = sigma[start:stop, start:stop]
             diagonal.copy_(diagonal.tril() + diagonal.tril(-1).T)
@@ -96,11 +98,8 @@ class InputStats:
     @property
     def trace(self) -> float:
         """tr(Σ)."""
-        total = sum(
-            float(torch.diagonal(block, offset=start).sum())
-            for (start, _), block in zip(self._block_rows, self._sums, strict=True)
-        )
-        return total / self.n
+        diagonals = (torch.diagonal(block, offset=start) for start, block in self._blocks)
+        return sum(float(diagonal.sum()) for diagonal in diagonals) / self.n
 
     def ridge(self, ridge_eps: float) -> float:
         """λ = eps·tr(Σ)/d_in: a ridge relative to the mean activation energy."""

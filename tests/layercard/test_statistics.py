@@ -185,7 +185,7 @@ def test_effective_rank_counts_equal_nonzero_eigenvalues() -> None:
     assert diag.noise_amplification > 100  # ill-conditioned: only the ridge keeps it finite
 
 
-@pytest.mark.parametrize("d_in", [5, 600])  # one block; three block rows of 200 columns
+@pytest.mark.parametrize("d_in", [5, 600])  # one block; three block rows of 200 rows
 def test_sigma_from_the_lower_triangle_is_the_full_second_moment(d_in: int) -> None:
     gen = torch.Generator().manual_seed(d_in)
     inputs = InputStats(d_in, dtype=torch.float64)
