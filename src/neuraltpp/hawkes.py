@@ -5,24 +5,32 @@ and its analytic gradient use the O(n) recursion, vectorised over sequences (one
 position), so a fit on thousands of events takes seconds. Fitting maximises the total LL with
 L-BFGS-B over log-parameters (bounded), with ``beta`` fixed or fitted.
 
-Conventions shared with the neural models (``likelihood.py``): ``first_event="start-state"``
-scores the first event from the baseline on ``(window_start, t_1]`` (the full, true-process LL
-that :func:`neuraltpp.simulate.simulate` reports); ``"condition"`` conditions on the first event
-(drops its log-intensity and the compensator before it). ``include_tail`` adds the compensator
-on ``(t_n, window_end]``. Unknown windows default to the first/last event times.
+Conventions shared with the neural models (``likelihood.LikelihoodOptions``, with the same
+defaults): ``first_event="condition"`` (default) conditions on the first event (drops its
+log-intensity and the compensator before it); ``"start-state"`` scores the first event from the
+baseline on ``(window_start, t_1]`` (the full, true-process LL that
+:func:`neuraltpp.simulate.simulate` reports, and what :func:`fit` maximises). ``include_tail``
+(default on) adds the compensator on ``(t_n, window_end]``. Unknown windows default to the
+first/last event times. :func:`evaluate` reports the same `Metrics` as the neural models.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import minimize
 
-from neuraltpp.data import EventDataset, pad_sequences
-from neuraltpp.likelihood import FIRST_EVENT
+from neuraltpp.data.batching import pad_sequences
+from neuraltpp.data.containers import EventDataset
+from neuraltpp.likelihood import FIRST_EVENT, LikelihoodOptions
+from neuraltpp.metrics import LLMetric, Metrics, prediction_metric
 from neuraltpp.simulate import HawkesParams
+
+HAWKES_PREDICTION = "hawkes: expected next gap, argmax integrated P(type)"
+CLOSED_FORM = "closed-form"  # the compensator is exact: no quadrature
 
 _CHUNK = 4096  # rows per quadrature block in predict (bounds memory at ~nodes * _CHUNK floats)
 
@@ -95,8 +103,6 @@ def _score_window(
     data: _Padded, first_event: str, include_tail: bool
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scored-event mask and the integration window [lo, hi] per sequence."""
-    if first_event not in FIRST_EVENT:
-        raise ValueError(f"first_event must be one of {FIRST_EVENT}, got {first_event!r}")
     scored = data.mask.copy()
     lo = data.start.copy()
     if first_event == "condition":
@@ -154,16 +160,26 @@ def _ll_and_grad(
 
 
 def log_likelihood(
-    params: HawkesParams,
-    dataset: EventDataset,
-    *,
-    first_event: str = "start-state",
-    include_tail: bool = True,
+    params: HawkesParams, dataset: EventDataset, options: LikelihoodOptions | None = None
 ) -> HawkesLL:
-    """Exact per-sequence log-likelihood of ``dataset`` under ``params`` (O(n) recursion)."""
+    """Exact per-sequence log-likelihood of ``dataset`` under ``params`` (O(n) recursion).
+
+    ``options`` defaults to ``LikelihoodOptions()``, as for the neural models. Only the correct
+    mode exists here (legacy describes the neural codes); the compensator is exact, so the
+    integration options do not apply.
+    """
+    options = LikelihoodOptions() if options is None else options
+    if options.mode != "correct":
+        raise ValueError(
+            f"the classical Hawkes likelihood has the correct mode only, got {options.mode!r}"
+        )
     _check_types(params, dataset)
     ll, _ = _ll_and_grad(
-        params, _pad(dataset), first_event=first_event, include_tail=include_tail, with_grad=False
+        params,
+        _pad(dataset),
+        first_event=options.first_event,
+        include_tail=options.include_tail,
+        with_grad=False,
     )
     return ll
 
@@ -297,41 +313,47 @@ def predict(params: HawkesParams, dataset: EventDataset) -> HawkesPredictions:
     )
 
 
-@dataclass
-class HawkesMetrics:
-    """Evaluation quantities reported beside the neural models, with event counts."""
-
-    ll_per_event: float  # nats per scored event
-    n_ll_events: int
-    type_accuracy: float  # argmax of the integrated next-type probability
-    rmse_gap: float  # RMSE of the expected next gap
-    n_predictions: int
-    first_event: str
-    include_tail: bool
-    time_scale: float  # LL in the original unit = ll_per_event - log(time_scale)
-
-
 def evaluate(
     params: HawkesParams,
     dataset: EventDataset,
+    options: LikelihoodOptions | None = None,
     *,
-    first_event: str = "condition",
-    include_tail: bool = True,
-) -> HawkesMetrics:
-    """LL per event, next-type accuracy and RMSE of the next gap on ``dataset``."""
-    ll = log_likelihood(params, dataset, first_event=first_event, include_tail=include_tail)
-    pred = predict(params, dataset)
-    n_pred = int(pred.true_type.size)
-    correct = pred.type_probs.argmax(axis=1) == pred.true_type
-    return HawkesMetrics(
-        ll_per_event=ll.per_event,
-        n_ll_events=int(ll.n_events.sum()),
-        type_accuracy=float(correct.mean()) if n_pred else float("nan"),
-        rmse_gap=float(np.sqrt(np.mean((pred.expected_gap - pred.true_gap) ** 2)))
-        if n_pred
-        else float("nan"),
-        n_predictions=n_pred,
-        first_event=first_event,
-        include_tail=include_tail,
-        time_scale=dataset.time_scale,
+    predictions: bool = True,
+) -> Metrics:
+    """LL per event under ``options`` (default ``LikelihoodOptions()``, as the neural models),
+    and next-type accuracy and RMSE of the expected next gap (``predictions=False`` skips them).
+    """
+    options = LikelihoodOptions() if options is None else options
+    ll = log_likelihood(params, dataset, options)
+    per_event = ll.per_event
+    metrics = Metrics(
+        dataset=dataset.source,
+        n_sequences=len(dataset),
+        n_events=dataset.n_events,
+        likelihood=LLMetric(
+            ll_per_event=per_event,
+            n_events=int(ll.n_events.sum()),
+            mode=options.mode,
+            first_event=options.first_event,
+            include_tail=options.include_tail,
+            integration=CLOSED_FORM,
+            time_scale=dataset.time_scale,
+            ll_per_event_original_units=per_event - math.log(dataset.time_scale),
+        ),
     )
+    if predictions:
+        pred = predict(params, dataset)
+        correct = int((pred.type_probs.argmax(axis=1) == pred.true_type).sum())
+        squared_error = float(((pred.expected_gap - pred.true_gap) ** 2).sum())
+        metrics.model_prediction = prediction_metric(
+            HAWKES_PREDICTION, int(pred.true_type.size), correct, squared_error, 0
+        )
+    return metrics
+
+
+def true_ll_per_event(params: HawkesParams, dataset: EventDataset) -> dict[str, float]:
+    """The LL per event of ``params`` under both first-event conventions (tail included)."""
+    return {
+        fe: log_likelihood(params, dataset, LikelihoodOptions(first_event=fe)).per_event
+        for fe in FIRST_EVENT
+    }

@@ -19,15 +19,19 @@ types. Conventions:
   deterministic, exact for polynomials of degree 31) or Monte Carlo with ``mc_samples`` uniform
   points per interval drawn from a generator seeded with ``seed``.
 
+All of these choices travel together as one `LikelihoodOptions` (training, evaluation and the
+classical Hawkes baseline take it as one object, with the same defaults).
+
 Legacy mode (off by default) reproduces the published THP/RoTHP/MHP code: event j is scored
 from h_j, the state that has already seen it, at t_j (dt = 0), every event including the first
 is scored, and the integral over (t_{j-1}, t_j] uses h_j and only the observed type k_j. It
 overstates the likelihood; use it only to compare with published numbers. (The THP code also
 divides the elapsed time by t_{j-1} + 1 inside the intensity; the shared heads here do not.)
 
-Report nats per event (`LogLikelihood.per_event`). Units matter: with times multiplied by c,
-densities per event are divided by c, so the LL changes by -log(c) per scored event; record the
-scale (`EventDataset.time_scale`) with every number.
+Report nats per event (`LogLikelihood.per_event`; `dataset_log_likelihood` sums a dataset).
+Units matter: with times multiplied by c, densities per event are divided by c, so the LL
+changes by -log(c) per scored event; record the scale (`EventDataset.time_scale`) with every
+number.
 """
 
 from __future__ import annotations
@@ -40,9 +44,37 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from neuraltpp.data.batching import batches
+from neuraltpp.data.containers import EventDataset
+
 MODES = ("correct", "legacy")
 INTEGRATIONS = ("gauss-legendre", "monte-carlo")
 FIRST_EVENT = ("condition", "start-state")
+
+
+@dataclass(frozen=True)
+class LikelihoodOptions:
+    """Which likelihood is computed: mode and conventions (see the module docstring)."""
+
+    mode: str = "correct"
+    first_event: str = "condition"
+    include_tail: bool = True
+    integration: str = "gauss-legendre"
+    nodes: int = 16
+    mc_samples: int = 32
+
+    def __post_init__(self) -> None:
+        for name, allowed in (
+            ("mode", MODES),
+            ("first_event", FIRST_EVENT),
+            ("integration", INTEGRATIONS),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"likelihood {name} must be one of {allowed}, got {getattr(self, name)!r}"
+                )
+        if self.nodes < 1 or self.mc_samples < 1:
+            raise ValueError("likelihood nodes and mc_samples must be >= 1")
 
 
 @dataclass
@@ -77,35 +109,27 @@ def gauss_legendre(nodes: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def quadrature_rule(
-    dt: Tensor,
-    *,
-    integration: str = "gauss-legendre",
-    nodes: int = 16,
-    mc_samples: int = 32,
-    generator: torch.Generator | None = None,
+    dt: Tensor, options: LikelihoodOptions, generator: torch.Generator | None = None
 ) -> tuple[Tensor, Tensor]:
     """Points and weights [..., S] (float64) with int_0^dt f(s) ds ~ sum_i w_i f(s_i), dt [...].
 
-    Gauss-Legendre maps the ``nodes`` Legendre nodes to [0, dt]; Monte Carlo draws
-    ``mc_samples`` uniform points on [0, dt] with weight dt / mc_samples (unbiased).
+    Gauss-Legendre maps the ``options.nodes`` Legendre nodes to [0, dt]; Monte Carlo draws
+    ``options.mc_samples`` uniform points on [0, dt] with weight dt / mc_samples (unbiased).
     """
     dt = dt.to(torch.float64).unsqueeze(-1)
-    if integration == "gauss-legendre":
-        if nodes < 1:
-            raise ValueError(f"nodes must be >= 1, got {nodes}")
+    if options.integration == "gauss-legendre":
         x, w = (
             torch.as_tensor(a, dtype=torch.float64, device=dt.device)
-            for a in gauss_legendre(nodes)
+            for a in gauss_legendre(options.nodes)
         )
         return dt * (x + 1) / 2, dt * w / 2
-    if integration == "monte-carlo":
-        if mc_samples < 1:
-            raise ValueError(f"mc_samples must be >= 1, got {mc_samples}")
-        u = torch.rand(
-            (*dt.shape[:-1], mc_samples), generator=generator, dtype=torch.float64, device=dt.device
-        )
-        return dt * u, (dt / mc_samples).expand_as(u)
-    raise ValueError(f"integration must be one of {INTEGRATIONS}, got {integration!r}")
+    u = torch.rand(
+        (*dt.shape[:-1], options.mc_samples),
+        generator=generator,
+        dtype=torch.float64,
+        device=dt.device,
+    )
+    return dt * u, (dt / options.mc_samples).expand_as(u)
 
 
 def _log(x: Tensor) -> Tensor:
@@ -123,18 +147,14 @@ def _check_order(lo: Tensor, hi: Tensor, valid: Tensor, what: str) -> None:
 def log_likelihood(
     model: Any,
     batch: Any,
+    options: LikelihoodOptions | None = None,
     *,
-    mode: str = "correct",
-    integration: str = "gauss-legendre",
-    nodes: int = 16,
-    mc_samples: int = 32,
-    first_event: str = "condition",
-    include_tail: bool = True,
     seed: int = 0,
     h: Tensor | None = None,
 ) -> LogLikelihood:
     """Log-likelihood of ``batch`` (times, types, mask, window_start, window_end) under ``model``.
 
+    ``options`` defaults to ``LikelihoodOptions()``; ``seed`` seeds the Monte Carlo points.
     ``h``: the states ``model.hidden(batch)`` if the caller already has them (one encoder pass
     shared with prediction or auxiliary losses).
 
@@ -142,23 +162,19 @@ def log_likelihood(
     conventions; ``first_event`` and ``include_tail`` are ignored in legacy mode, whose result
     records ``first_event="own-state"`` and ``include_tail=False``.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if first_event not in FIRST_EVENT:
-        raise ValueError(f"first_event must be one of {FIRST_EVENT}, got {first_event!r}")
+    options = LikelihoodOptions() if options is None else options
+    first_event, include_tail = options.first_event, options.include_tail
     times = batch.times.to(torch.float64)
     _check_order(times[:, :-1], times[:, 1:], batch.mask[:, 1:], "event times decrease")
     gen = torch.Generator(device=times.device).manual_seed(seed)
 
     def rule(dt: Tensor) -> tuple[Tensor, Tensor]:
-        return quadrature_rule(
-            dt, integration=integration, nodes=nodes, mc_samples=mc_samples, generator=gen
-        )
+        return quadrature_rule(dt, options, generator=gen)
 
     if h is None:
         h = model.hidden(batch)
-    if mode == "legacy":
-        return _legacy(model, h, times, batch.types, batch.mask, rule, integration)
+    if options.mode == "legacy":
+        return _legacy(model, h, times, batch.types, batch.mask, rule, options.integration)
 
     states, types, valid = h[:, :-1], batch.types[:, 1:], batch.mask[:, 1:]
     dts = times[:, 1:] - times[:, :-1]
@@ -197,12 +213,12 @@ def log_likelihood(
         event_term=event_seq.sum(),
         compensator=comp_seq.sum(),
         n_events=int(n_seq.sum()),
-        mode=mode,
+        mode=options.mode,
         per_sequence=event_seq - comp_seq,
         events_per_sequence=n_seq,
         first_event=first_event,
         include_tail=include_tail,
-        integration=integration,
+        integration=options.integration,
     )
 
 
@@ -233,3 +249,41 @@ def _legacy(
         include_tail=False,
         integration=integration,
     )
+
+
+@dataclass
+class DatasetLL:
+    """Summed log-likelihood of a dataset, its number of scored events and the mode."""
+
+    total: float
+    n_events: int
+    mode: str
+
+    @property
+    def ll_per_event(self) -> float:
+        """Nats per scored event."""
+        return self.total / self.n_events
+
+
+@torch.no_grad()
+def dataset_log_likelihood(
+    model: torch.nn.Module,
+    ds: EventDataset,
+    options: LikelihoodOptions,
+    batch_size: int = 64,
+    *,
+    seed: int = 0,
+) -> DatasetLL:
+    """Summed LL of ``ds`` under ``model`` (eval mode, no gradients); ValueError if none scored."""
+    model.eval()
+    total, n = 0.0, 0
+    for i, batch in enumerate(batches(ds, batch_size, shuffle=False, seed=0, sort_by_length=True)):
+        ll = log_likelihood(model, batch, options, seed=seed + i)
+        total += float(ll.total)
+        n += ll.n_events
+    if n == 0:
+        raise ValueError(
+            f"{ds.source}: no event is scored (every sequence has one event and the first event "
+            "is conditioned on)"
+        )
+    return DatasetLL(total=total, n_events=n, mode=options.mode)

@@ -9,7 +9,9 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from neuraltpp.data import EventSequence, atomic_write, pad_sequences
+from commonio.atomic import atomic_write
+from neuraltpp.data.batching import pad_sequences
+from neuraltpp.data.containers import EventSequence
 from neuraltpp.models import TPPModel
 
 

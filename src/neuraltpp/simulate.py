@@ -8,6 +8,10 @@ so ``alpha[k, l]`` is the expected number of type-``k`` children of one type-``l
 branching matrix); the process is stationary iff the spectral radius of ``alpha`` is < 1, with
 stationary rates ``(I - alpha)^{-1} mu``. With tied times, earlier positions count as history.
 
+`random_stable_params` draws a random stable preset; `simulated_splits` turns a `SimSpec` and a
+seed into parameters plus 80/10/10 train/dev/test splits (the built-in ``hawkes-sim`` data is
+``simulated_splits(HAWKES_SIM, seed)``).
+
 The log-likelihood of a sequence on its window ``[w0, T]`` (no events before ``w0``) is
 ``sum_i log lambda_{k_i}(t_i) - sum_k int_{w0}^{T} lambda_k``, with the closed-form compensator
 ``sum(mu) (T - w0) + sum_i sum_k alpha[k, k_i] (1 - exp(-beta (T - t_i)))``.
@@ -19,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from neuraltpp.data import EventDataset, EventSequence
+from neuraltpp.data.containers import EventDataset, EventSequence
+from neuraltpp.data.splits import split_dataset
 
 
 class HawkesParamError(ValueError):
@@ -176,3 +181,35 @@ def simulate_dataset(
             "true_log_likelihood": {s.sequence.seq_id: s.log_likelihood for s in sims},
         },
     )
+
+
+@dataclass(frozen=True)
+class SimSpec:
+    """A simulated Hawkes dataset: random stable parameters plus sequence count and horizon."""
+
+    num_types: int = 5
+    n_sequences: int = 300
+    horizon: float = 20.0
+    radius: float = 0.7
+    beta: float = 2.0
+
+
+HAWKES_SIM = SimSpec()  # the built-in ``hawkes-sim`` data and the ``neuraltpp simulate`` preset
+
+
+def random_stable_params(spec: SimSpec, seed: int) -> HawkesParams:
+    """Random Hawkes parameters: mu ~ U(0.1, 0.5), alpha >= 0 rescaled to spectral radius."""
+    rng = np.random.default_rng(seed)
+    k = spec.num_types
+    mu = rng.uniform(0.1, 0.5, size=k)
+    alpha = rng.uniform(0.0, 1.0, size=(k, k)) * (rng.random((k, k)) < 0.6)
+    alpha += np.eye(k) * rng.uniform(0.2, 1.0, size=k)  # self-excitation keeps rho > 0
+    alpha *= spec.radius / np.max(np.abs(np.linalg.eigvals(alpha)))
+    return HawkesParams(mu, alpha, spec.beta)
+
+
+def simulated_splits(spec: SimSpec, seed: int) -> tuple[HawkesParams, dict[str, EventDataset]]:
+    """Parameters and 80/10/10 train/dev/test splits of a simulated dataset, both from seed."""
+    params = random_stable_params(spec, seed)
+    ds = simulate_dataset(params, spec.n_sequences, T=spec.horizon, seed=seed)
+    return params, split_dataset(ds, seed=seed)

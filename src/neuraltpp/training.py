@@ -14,9 +14,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from neuraltpp.data import EventDataset, atomic_write, batches
-from neuraltpp.evaluation import LikelihoodOptions, dataset_log_likelihood, write_json
-from neuraltpp.likelihood import log_likelihood
+from commonio.atomic import atomic_write
+from neuraltpp.data.batching import batches
+from neuraltpp.data.containers import EventDataset
+from neuraltpp.likelihood import LikelihoodOptions, dataset_log_likelihood, log_likelihood
+from neuraltpp.metrics import write_json
 from neuraltpp.models import TPPModel, build_model
 
 CHECKPOINT_VERSION = 1
@@ -169,7 +171,7 @@ def batch_loss(
     ``seed`` seeds the Monte Carlo compensator points (unused with Gauss-Legendre).
     """
     h = model.hidden(batch)
-    ll = log_likelihood(model, batch, **config.likelihood.kwargs(), seed=seed, h=h)
+    ll = log_likelihood(model, batch, config.likelihood, seed=seed, h=h)
     loss = -ll.total / max(ll.n_events, 1)
     if config.type_loss_weight > 0 or config.gap_loss_weight > 0:
         loss = loss + auxiliary_loss(model, batch, h, config)

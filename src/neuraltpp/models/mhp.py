@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuraltpp.models.config import DT_FUNCTIONS, ModelConfig
 from neuraltpp.models.heads import inter_event_gaps
 from neuraltpp.models.mamba import MambaBlock
-
-DT_FUNCTIONS = ("authors", "affine-softplus", "raw")
 
 
 class GapStep(nn.Module):
@@ -51,24 +50,23 @@ class GapStep(nn.Module):
 class MHPEncoder(nn.Module):
     """MHP: type embedding through Mamba blocks whose step is scaled by f(inter-event time)."""
 
-    def __init__(
-        self,
-        num_types: int,
-        d_model: int,
-        n_layers: int,
-        d_state: int,
-        d_conv: int,
-        expand: int,
-        chunk_size: int,
-        dt_fn: str,
-    ) -> None:
+    def __init__(self, num_types: int, config: ModelConfig) -> None:
+        """``config.n_layers`` Mamba blocks of width ``config.d_model``."""
         super().__init__()
-        self.type_emb = nn.Embedding(num_types, d_model)
-        self.step = GapStep(dt_fn)
+        c = config
+        self.type_emb = nn.Embedding(num_types, c.d_model)
+        self.step = GapStep(c.dt_fn)
         self.layers = nn.ModuleList(
-            MambaBlock(d_model, d_state, d_conv, expand, chunk_size) for _ in range(n_layers)
+            MambaBlock(
+                c.d_model,
+                d_state=c.d_state,
+                d_conv=c.d_conv,
+                expand=c.expand,
+                chunk_size=c.chunk_size,
+            )
+            for _ in range(c.n_layers)
         )
-        self.norm_f = nn.RMSNorm(d_model)
+        self.norm_f = nn.RMSNorm(c.d_model)
 
     def forward(self, times: Tensor, types: Tensor, mask: Tensor) -> Tensor:
         """(times [B, L] float64 absolute, types [B, L], mask [B, L]) -> h [B, L, d]."""

@@ -7,38 +7,30 @@ the whole encoder depends on times only through differences.
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import Tensor, nn
 
+from neuraltpp.models.config import ModelConfig
 from neuraltpp.models.mhp import MHPEncoder
 from neuraltpp.models.rothp import rotary_angles
 from neuraltpp.models.thp import Block
 
 
 class MHPEEncoder(nn.Module):
-    """``n_mamba`` MHP Mamba blocks, then ``n_attn`` causal attention blocks with rotary time."""
+    """``n_mamba_layers`` MHP Mamba blocks, then ``n_layers`` causal attention blocks with rotary
+    time."""
 
-    def __init__(
-        self,
-        num_types: int,
-        d_model: int,
-        n_mamba: int,
-        n_attn: int,
-        n_heads: int,
-        d_ff: int,
-        dropout: float,
-        d_state: int,
-        d_conv: int,
-        expand: int,
-        chunk_size: int,
-        dt_fn: str,
-    ) -> None:
+    def __init__(self, num_types: int, config: ModelConfig) -> None:
         super().__init__()
-        self.d_head = d_model // n_heads
-        self.mamba = MHPEncoder(
-            num_types, d_model, n_mamba, d_state, d_conv, expand, chunk_size, dt_fn
+        c = config
+        self.d_head = c.d_model // c.n_heads
+        # the Mamba part is an MHP encoder whose layer count is this model's n_mamba_layers
+        self.mamba = MHPEncoder(num_types, dataclasses.replace(c, n_layers=c.n_mamba_layers))
+        self.blocks = nn.ModuleList(
+            Block(c.d_model, c.n_heads, c.d_ff, c.dropout) for _ in range(c.n_layers)
         )
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_ff, dropout) for _ in range(n_attn))
-        self.ln_f = nn.LayerNorm(d_model)
+        self.ln_f = nn.LayerNorm(c.d_model)
 
     def forward(self, times: Tensor, types: Tensor, mask: Tensor) -> Tensor:
         """(times [B, L] float64 absolute, types [B, L], mask [B, L]) -> h [B, L, d]."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from neuraltpp.models.config import ModelConfig
 from neuraltpp.models.heads import relative_times
 from neuraltpp.models.thp import Block
 
@@ -31,14 +32,15 @@ def rotary_angles(
 class RoTHPEncoder(nn.Module):
     """RoTHP: type embedding through causal attention layers with rotary continuous-time angles."""
 
-    def __init__(
-        self, num_types: int, d_model: int, n_layers: int, n_heads: int, d_ff: int, dropout: float
-    ) -> None:
+    def __init__(self, num_types: int, config: ModelConfig) -> None:
         super().__init__()
-        self.d_head = d_model // n_heads
-        self.type_emb = nn.Embedding(num_types, d_model)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_ff, dropout) for _ in range(n_layers))
-        self.ln_f = nn.LayerNorm(d_model)
+        c = config
+        self.d_head = c.d_model // c.n_heads
+        self.type_emb = nn.Embedding(num_types, c.d_model)
+        self.blocks = nn.ModuleList(
+            Block(c.d_model, c.n_heads, c.d_ff, c.dropout) for _ in range(c.n_layers)
+        )
+        self.ln_f = nn.LayerNorm(c.d_model)
 
     def forward(self, times: Tensor, types: Tensor, mask: Tensor) -> Tensor:
         """(times [B, L] float64 absolute, types [B, L], mask [B, L]) -> h [B, L, d]."""

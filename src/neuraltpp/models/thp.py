@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuraltpp.models.config import ModelConfig
+
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate interleaved pairs (x_{2i}, x_{2i+1}) of x [B, H, L, dh]; cos, sin: [B, 1, L, dh/2]."""
@@ -67,14 +69,15 @@ def temporal_encoding(times: Tensor, d_model: int) -> Tensor:
 class THPEncoder(nn.Module):
     """THP: type embedding + absolute sinusoidal time encoding before each attention layer."""
 
-    def __init__(
-        self, num_types: int, d_model: int, n_layers: int, n_heads: int, d_ff: int, dropout: float
-    ) -> None:
+    def __init__(self, num_types: int, config: ModelConfig) -> None:
         super().__init__()
-        self.d_model = d_model
-        self.type_emb = nn.Embedding(num_types, d_model)
-        self.blocks = nn.ModuleList(Block(d_model, n_heads, d_ff, dropout) for _ in range(n_layers))
-        self.ln_f = nn.LayerNorm(d_model)
+        c = config
+        self.d_model = c.d_model
+        self.type_emb = nn.Embedding(num_types, c.d_model)
+        self.blocks = nn.ModuleList(
+            Block(c.d_model, c.n_heads, c.d_ff, c.dropout) for _ in range(c.n_layers)
+        )
+        self.ln_f = nn.LayerNorm(c.d_model)
 
     def forward(self, times: Tensor, types: Tensor, mask: Tensor) -> Tensor:
         """(times [B, L] float64 absolute, types [B, L], mask [B, L]) -> h [B, L, d]."""
