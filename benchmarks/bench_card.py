@@ -35,9 +35,10 @@ from matplotlib.figure import Figure
 from peft import LoraConfig
 from tqdm import tqdm
 
+from commonio.atomic import atomic_write, write_text
 from layercard import data
-from layercard.build import BuildConfig, build_card, library_versions, lora_settings, machine_info
-from layercard.card import atomic_write, write_text
+from layercard.build import build_card, library_versions, machine_info
+from layercard.config import BuildConfig, add_config_arguments, config_from_args
 from layercard.models import load_model
 from layercard.training import causal_lm_loss, lora_config, lora_training, train_lora
 
@@ -90,19 +91,7 @@ class BenchResult:
 
 
 def _config(args: argparse.Namespace, layer_groups: int = 1, cost: bool = False) -> BuildConfig:
-    return BuildConfig(
-        model=args.model,
-        task=args.task,
-        probe_examples=args.probe_examples,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        rank=args.rank,
-        coupling_examples=args.coupling_examples,
-        layer_groups=layer_groups,
-        seed=args.seed,
-        cost=cost,
-        progress=not args.quiet,
-    )
+    return replace(args.config, layer_groups=layer_groups, cost=cost)
 
 
 def _peak_rss_bytes() -> int:
@@ -119,7 +108,7 @@ def _peak_rss_bytes() -> int:
 
 def _child_build(args: argparse.Namespace) -> None:
     """Build the card (no probes) and print its stage times and peak RSS as JSON."""
-    card = build_card(_config(args, args.layer_groups[0], cost=args.child_cost))
+    card = build_card(_config(args, args.group_settings[0], cost=args.child_cost))
     print(json.dumps({"stages": card.timings.stages, "peak_rss_bytes": _peak_rss_bytes()}))
 
 
@@ -160,10 +149,10 @@ def _floor_seconds(
     args: argparse.Namespace,
 ) -> float:
     """One forward+backward of all-layer LoRA over `batches`, without optimizer steps."""
-    lr = lora_settings(_config(args)).lr
+    lr = args.config.lora_settings().lr
     with lora_training(model, config, lr=lr, seed=args.seed) as (peft_model, _):
         start = time.perf_counter()
-        for batch in tqdm(batches, desc="floor fwd+bwd", disable=args.quiet, leave=False):
+        for batch in tqdm(batches, desc="floor fwd+bwd", disable=not args.progress, leave=False):
             causal_lm_loss(peft_model, batch).backward()
         seconds = time.perf_counter() - start
         peft_model.zero_grad(set_to_none=True)
@@ -172,8 +161,8 @@ def _floor_seconds(
 
 def run(args: argparse.Namespace) -> BenchResult:
     """Measure the card builds (child processes), both floors and one LoRA epoch."""
-    runs = [[_card_in_child(args, groups, cost=False)] for groups in args.layer_groups]
-    full_build = _card_in_child(args, args.layer_groups[0], cost=True)
+    runs = [[_card_in_child(args, groups, cost=False)] for groups in args.group_settings]
+    full_build = _card_in_child(args, args.group_settings[0], cost=True)
     loaded = load_model(args.model)
     task = data.load_task(args.task, seed=args.seed)
     shape = {"kind": task.kind, "max_length": args.max_length, "batch_size": args.batch_size}
@@ -183,17 +172,17 @@ def run(args: argparse.Namespace) -> BenchResult:
         probe_examples, loaded.tokenizer, head=args.coupling_examples, **shape
     )
     train = data.task_batches(task.train[: args.train_examples], loaded.tokenizer, **shape)
-    settings = lora_settings(_config(args))
+    settings = args.config.lora_settings()
 
     all_layers = lora_config(loaded.model, range(loaded.n_layers), settings)
     floor = _floor_seconds(loaded.model, probe, all_layers, args)
     floor_sorted = _floor_seconds(loaded.model, sorted_probe, all_layers, args)
     start = time.perf_counter()
     train_lora(loaded.model, train, all_layers, steps=len(train), lr=settings.lr,
-               seed=args.seed, progress=not args.quiet)
+               seed=args.seed, progress=args.progress)
     epoch = time.perf_counter() - start
     for _ in range(args.repeats - 1):
-        for groups, setting in zip(args.layer_groups, runs, strict=True):
+        for groups, setting in zip(args.group_settings, runs, strict=True):
             setting.append(_card_in_child(args, groups, cost=False))
     builds = [_median_run(setting) for setting in runs]
 
@@ -305,29 +294,29 @@ def plot(r: BenchResult, path: Path) -> None:
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's line breaks and shows each option's default."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Formatter)
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
-    parser.add_argument("--model", default="smollm2-135m", help="default: %(default)s")
-    parser.add_argument("--task", default="sentiment", help="default: %(default)s")
-    parser.add_argument("--probe-examples", type=int, default=256, help="default: %(default)s")
+    add_config_arguments(
+        parser,
+        BuildConfig,
+        skip=("layer_groups", "cost", "probe_steps", "probe_dev_examples", "depths",
+              "timed_steps"),
+        defaults={"model": "smollm2-135m", "task": "sentiment"},
+    )
     parser.add_argument("--train-examples", type=int, default=2000,
-                        help="examples in the LoRA epoch; default: %(default)s")
-    parser.add_argument("--coupling-examples", type=int, default=64, help="default: %(default)s")
-    parser.add_argument("--batch-size", type=int, default=8, help="default: %(default)s")
-    parser.add_argument("--max-length", type=int, default=256, help="default: %(default)s")
-    parser.add_argument("--rank", type=int, default=8, help="default: %(default)s")
-    parser.add_argument("--layer-groups", type=int, nargs="+", default=[2, 1],
-                        help="card builds to time, one per setting; default: %(default)s")
+                        help="examples in the LoRA epoch")
+    parser.add_argument("--layer-groups", dest="group_settings", type=int, nargs="+",
+                        default=[2, 1], metavar="N",
+                        help="card builds to time, one per setting")
     parser.add_argument("--repeats", type=int, default=3,
-                        help="runs per card build setting (the median is reported); "
-                        "default: %(default)s")
-    parser.add_argument("--seed", type=int, default=0, help="default: %(default)s")
+                        help="runs per card build setting (the median is reported)")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run with tiny sizes {QUICK} (overrides those options)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     parser.add_argument("--child-build", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child-cost", action="store_true", help=argparse.SUPPRESS)
     return parser
@@ -338,6 +327,11 @@ def main() -> None:
     args = _parser().parse_args()
     if args.quick:
         vars(args).update(QUICK)
+    args.config = config_from_args(BuildConfig, args)
+    try:
+        args.config.validate()
+    except ValueError as err:
+        raise SystemExit(f"error: {err}") from None
     if args.repeats < 1:
         raise SystemExit(f"error: --repeats must be >= 1, got {args.repeats}")
     if args.child_build:

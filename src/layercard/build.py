@@ -6,7 +6,7 @@ import math
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import fields
 from pathlib import Path
 
 import numpy
@@ -16,7 +16,14 @@ import transformers
 
 import layercard
 from layercard import data
-from layercard.card import (
+from layercard.config import BuildConfig, BuildConfigError
+from layercard.cost import lora_param_counts, measure_cost
+from layercard.measure import Measurements, measure
+from layercard.models import LoadedModel, load_model
+from layercard.output import check_out_dir, write_card_dir
+from layercard.plots import write_plots
+from layercard.probe import probe_gains, spearman
+from layercard.schema import (
     SCHEMA,
     BuildSettings,
     Card,
@@ -30,69 +37,8 @@ from layercard.card import (
     SiteEntry,
     TaskInfo,
     Timings,
-    check_out_dir,
-    write_card_dir,
 )
-from layercard.cost import CostSettings, lora_param_counts, measure_cost
-from layercard.measure import Measurements, measure
-from layercard.models import LoadedModel, load_model
-from layercard.plots import write_plots
-from layercard.probe import probe_gains, spearman
-from layercard.training import Batch, LoraSettings, dev_loss
-
-
-class BuildConfigError(ValueError):
-    """A build setting is out of range (the message names the CLI option)."""
-
-
-@dataclass(frozen=True)
-class BuildConfig:
-    """What to measure and how; the defaults build the smollm2-135m card in minutes on 2 cores."""
-
-    model: str
-    task: str
-    probe_examples: int = 256
-    batch_size: int = 8
-    max_length: int = 256
-    rank: int = 8
-    ridge_eps: float = 1e-3
-    coupling_examples: int = 64
-    layer_groups: int = 2
-    probe_steps: int = 0
-    probe_dev_examples: int = 128
-    seed: int = 0
-    cost: bool = True
-    cost_settings: CostSettings = field(default_factory=CostSettings)
-    progress: bool = True
-
-    def validate(self) -> None:
-        """Raise BuildConfigError naming the option of the first setting out of range."""
-        positive = {
-            "--probe-examples": self.probe_examples,
-            "--batch-size": self.batch_size,
-            "--rank": self.rank,
-            "--coupling-examples": self.coupling_examples,
-            "--layer-groups": self.layer_groups,
-            "--probe-dev-examples": self.probe_dev_examples,
-            "--cost-depths": self.cost_settings.depths,
-            "--cost-steps": self.cost_settings.timed_steps,
-        }
-        for option, value in positive.items():
-            if value < 1:
-                raise BuildConfigError(f"{option} must be at least 1, got {value}")
-        if self.max_length < 2:
-            raise BuildConfigError(f"--max-length must be at least 2, got {self.max_length}")
-        if not (math.isfinite(self.ridge_eps) and self.ridge_eps > 0):
-            raise BuildConfigError(f"--ridge must be a positive number, got {self.ridge_eps}")
-        if self.probe_steps < 0:
-            raise BuildConfigError(f"--probe-steps must be 0 or more, got {self.probe_steps}")
-        if self.seed < 0:
-            raise BuildConfigError(f"--seed must be 0 or more, got {self.seed}")
-
-
-def lora_settings(config: BuildConfig) -> LoraSettings:
-    """The LoRA settings shared by cost measurement and probes (rank from the config)."""
-    return LoraSettings(rank=config.rank, alpha=2.0 * config.rank)
+from layercard.training import Batch, dev_loss
 
 
 def library_versions() -> dict[str, str]:
@@ -175,7 +121,7 @@ def _probe_section(
         dev_batches,
         range(loaded.n_layers),
         steps=config.probe_steps,
-        settings=lora_settings(config),
+        settings=config.lora_settings(),
         seed=config.seed,
         progress=config.progress,
         base_dev_loss=base,
@@ -203,14 +149,7 @@ def _provenance(
             n_layers=loaded.n_layers,
             n_params=sum(p.numel() for p in model.parameters()),
         ),
-        task=TaskInfo(
-            name=task.name,
-            kind=task.kind,
-            source=task.source,
-            data_hash=task.data_hash,
-            split_seed=task.split_seed,
-            split_sizes=task.split_sizes,
-        ),
+        task=TaskInfo(**{f.name: getattr(task, f.name) for f in fields(TaskInfo)}),
         settings=BuildSettings(
             seed=config.seed,
             probe_examples=measurements.n_probe_examples,
@@ -223,7 +162,7 @@ def _provenance(
             coupling_examples=config.coupling_examples,
             coupling_method=measurements.coupling_method,
             probe_steps=config.probe_steps,
-            lora=lora_settings(config),
+            lora=config.lora_settings(),
         ),
         versions=library_versions(),
         machine=machine_info(str(next(model.parameters()).device)),
@@ -267,7 +206,7 @@ def build_card(config: BuildConfig) -> Card:
     )
     t = stage("measure", t)
 
-    settings = lora_settings(config)
+    settings = config.lora_settings()
     params_per_layer = lora_param_counts(loaded.model, settings)
     cost_section, cost_timing = None, None
     if config.cost:
@@ -300,8 +239,7 @@ def build_card(config: BuildConfig) -> Card:
         base_loss=measurements.base_loss,
         layers=layers,
         sites=[
-            SiteEntry(**vars(site), **vars(measurements.stats[site]))
-            for site in measurements.sites
+            SiteEntry.of(site, measurements.stats[site]) for site in measurements.sites
         ],
         coupling=Coupling(
             method=measurements.coupling_method,

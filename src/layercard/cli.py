@@ -9,9 +9,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import layercard
-from layercard.build import BuildConfig
-
-DEFAULTS = BuildConfig(model="", task="")
+from layercard.config import BuildConfig, add_config_arguments, config_from_args
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -66,46 +64,9 @@ def _build_parser() -> argparse.ArgumentParser:
         "build", help="measure a model on a task and write a Layer Card",
         description=BUILD_HELP, formatter_class=_Formatter,
     )
-    build.add_argument("--model", required=True, metavar="MODEL",
-                       help="smollm2-135m, a local checkpoint directory, or a hub id")
-    build.add_argument("--task", required=True, metavar="TASK",
-                       help="sentiment | dialog | FILE.jsonl | FILE.csv | datasets directory")
     build.add_argument("--out", required=True, type=Path, metavar="DIR",
                        help="output directory (created; a previous card there is replaced)")
-    build.add_argument("--probe-examples", type=int, metavar="N", default=DEFAULTS.probe_examples,
-                       help="training examples the statistics are measured on")
-    build.add_argument("--batch-size", type=int, metavar="N", default=DEFAULTS.batch_size,
-                       help="examples per forward/backward (also for cost and probes)")
-    build.add_argument("--max-length", type=int, metavar="N", default=DEFAULTS.max_length,
-                       help="longest example in tokens; longer ones are an error, not truncated")
-    build.add_argument("--rank", type=int, metavar="N", default=DEFAULTS.rank,
-                       help="LoRA rank r: rank-r resnorm, cost and probe adapters")
-    build.add_argument("--ridge", type=float, metavar="EPS", default=DEFAULTS.ridge_eps,
-                       help="ridge ε: Σ+λI with λ = ε·tr(Σ)/d_in")
-    build.add_argument("--coupling-examples", type=int, metavar="N",
-                       default=DEFAULTS.coupling_examples,
-                       help="probe examples whose per-example gains give the coupling matrix")
-    build.add_argument("--layer-groups", type=int, metavar="N", default=DEFAULTS.layer_groups,
-                       help="measure the layers in N contiguous groups, one after the other: "
-                       "memory holds one group's statistics and activations, time grows by a "
-                       "forward through the layers below each group; the numbers do not change")
-    build.add_argument("--probe-steps", type=int, metavar="N", default=DEFAULTS.probe_steps,
-                       help="if > 0: a LoRA run of this many steps per single layer, recording "
-                       "the dev-loss drop and its Spearman correlation with the prediction")
-    build.add_argument("--probe-dev-examples", type=int, metavar="N",
-                       default=DEFAULTS.probe_dev_examples,
-                       help="dev examples the probe runs are scored on")
-    build.add_argument("--seed", type=int, metavar="N", default=DEFAULTS.seed,
-                       help="seed of the data split, probe set and LoRA initialisation")
-    build.add_argument("--cost", action=argparse.BooleanOptionalAction, default=True,
-                       help="measure training time, memory and serving overhead (--no-cost skips)")
-    build.add_argument("--cost-depths", type=int, metavar="N",
-                       default=DEFAULTS.cost_settings.depths,
-                       help="single-layer depths timed for the cost-vs-depth fit")
-    build.add_argument("--cost-steps", type=int, metavar="N",
-                       default=DEFAULTS.cost_settings.timed_steps,
-                       help="timed optimizer steps per measured layer set (median is kept)")
-    build.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    add_config_arguments(build, BuildConfig)
 
     show = commands.add_parser(
         "show", help="print a Layer Card as a table with findings",
@@ -126,33 +87,16 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def _build(args: argparse.Namespace) -> None:
     from layercard.build import build
-    from layercard.cost import CostSettings
 
-    config = BuildConfig(
-        model=args.model,
-        task=args.task,
-        probe_examples=args.probe_examples,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        rank=args.rank,
-        ridge_eps=args.ridge,
-        coupling_examples=args.coupling_examples,
-        layer_groups=args.layer_groups,
-        probe_steps=args.probe_steps,
-        probe_dev_examples=args.probe_dev_examples,
-        seed=args.seed,
-        cost=args.cost,
-        cost_settings=CostSettings(depths=args.cost_depths, timed_steps=args.cost_steps),
-        progress=not args.quiet,
-    )
+    config = config_from_args(BuildConfig, args)
     config.validate()
-    if args.quiet:
+    if not config.progress:
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
     card, out = build(config, args.out)
-    if not args.quiet:
+    if config.progress:
         seconds = card.timings.stages["total"]
         files = ", ".join(sorted(p.name for p in out.iterdir()))
         print(f"wrote {out}/ ({files}) in {seconds:.0f} s", file=sys.stderr)
@@ -160,7 +104,8 @@ def _build(args: argparse.Namespace) -> None:
 
 
 def _show(args: argparse.Namespace) -> None:
-    from layercard.card import read_card, render_text
+    from layercard.codec import read_card
+    from layercard.render import render_text
 
     if args.width < 40:
         raise ValueError(f"--width must be at least 40, got {args.width}")
@@ -169,7 +114,7 @@ def _show(args: argparse.Namespace) -> None:
 
 
 def _fetch(_: argparse.Namespace) -> None:
-    from layercard.resources import fetch_all
+    from layercard.checkpoint import fetch_all
 
     for name, path in fetch_all().items():
         print(f"{name}: {path}")

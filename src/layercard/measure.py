@@ -29,10 +29,10 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from layercard.data import n_target_tokens
-from layercard.models import Site, adaptable_sites, find_blocks, site_module
+from layercard.models import adaptable_sites, find_blocks, site_module
+from layercard.sites import Site, SiteDiagnostics
 from layercard.statistics import (
     InputStats,
-    SiteDiagnostics,
     SiteStats,
     best_correction,
     coupling_from_gains,

@@ -2,13 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import copy
-import hashlib
-import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,21 +15,13 @@ from transformers import (
 )
 from transformers.pytorch_utils import Conv1D
 
-from layercard import resources
+from layercard.checkpoint import smollm2_checkpoint
+from layercard.hashing import WEIGHT_SUFFIXES, weight_files, weights_hash
+from layercard.sites import Site
 
 
 class ModelStructureError(ValueError):
     """The model has no list of repeated transformer blocks that layercard can adapt."""
-
-
-@dataclass(frozen=True, order=True)
-class Site:
-    """One adaptable linear module: block index plus its name relative to the block."""
-
-    layer: int
-    module: str
-    d_in: int
-    d_out: int
 
 
 def _num_layers(model: nn.Module) -> int | None:
@@ -114,9 +99,6 @@ class ModelLoadError(ValueError):
 
 
 BUILTIN_MODELS = ("smollm2-135m",)
-MARKER = "layercard-conversion.json"
-SMOLLM2_CONVERSION = 1  # bump when the conversion changes, so cached checkpoints are rebuilt
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 @dataclass
@@ -130,94 +112,6 @@ class LoadedModel:
     weights_hash: str
     blocks_path: str
     n_layers: int
-
-
-def smollm2_checkpoint() -> Path:
-    """Plain checkpoint dir of SmolLM2-135M-Instruct, converted once from the packaged GGUF.
-
-    transformers dequantizes the Q4_1 GGUF to float32 (about 24 s) but refuses to save a
-    GGUF-loaded model, so its state dict is copied into a fresh model of the same config and
-    saved with the tokenizer into `<cache>/models/smollm2-135m`. The checkpoint is built in a
-    temporary folder and renamed into place, with a marker naming its origin; a folder without
-    the current marker (older or foreign conversion) is rebuilt.
-    """
-    target = resources.cache_dir() / "models" / "smollm2-135m"
-    marker = {
-        "from": f"{'=='.join(resources.SMOLLM2_WHEEL)}:{resources.SMOLLM2_GGUF}",
-        "conversion": SMOLLM2_CONVERSION,
-    }
-    if _read_json(target / MARKER) == marker:
-        return target
-    gguf = resources.smollm2_gguf()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    loaded = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
-    config = copy.deepcopy(loaded.config)
-    # Without this the saved checkpoint would reload as a "GGUF-quantized" model.
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    plain.load_state_dict(loaded.state_dict(), strict=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}-"))
-    stale = target.parent / f"{tmp.name}-stale"
-    tmp.chmod(0o755)
-    try:
-        plain.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / MARKER).write_text(json.dumps(marker))
-        # A stale conversion is moved aside first (files open elsewhere stay readable).
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(target, stale)
-        os.replace(tmp, target)
-    except OSError:
-        if _read_json(target / MARKER) != marker:  # unless a concurrent run finished first
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(stale, ignore_errors=True)
-    return target
-
-
-def _read_json(path: Path) -> object:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _file_sha256(path: Path) -> str:
-    """sha256 of a file, remembered in a sidecar in the cache keyed by path, size and mtime."""
-    stat = path.stat()
-    key = {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    sidecars = resources.cache_dir() / "hashes"
-    sidecar = sidecars / (hashlib.sha256(key["path"].encode()).hexdigest() + ".json")
-    record = _read_json(sidecar)
-    if isinstance(record, dict) and all(record.get(k) == v for k, v in key.items()):
-        return record["sha256"]
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            digest.update(chunk)
-    sidecars.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=sidecars, prefix=".tmp-", suffix=".json")
-    with os.fdopen(fd, "w") as out:
-        json.dump({**key, "sha256": digest.hexdigest()}, out)
-    os.replace(tmp, sidecar)
-    return digest.hexdigest()
-
-
-def weights_hash(directory: Path) -> str:
-    """sha256 over the checkpoint's weight files: of the lines `<file sha256>  <name>`, sorted.
-
-    Weight files are those ending in .safetensors / .bin / .pt / .pth.
-    """
-    files = sorted(p for p in directory.iterdir() if p.is_file() and p.suffix in WEIGHT_SUFFIXES)
-    if not files:
-        raise ModelLoadError(f"{directory}: no weight files ({', '.join(WEIGHT_SUFFIXES)})")
-    lines = "".join(f"{_file_sha256(p)}  {p.name}\n" for p in files)
-    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 def _one_line(err: Exception) -> str:
@@ -265,8 +159,11 @@ def load_model(spec: str, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
             raise ModelLoadError(
                 f"--model {spec!r}: cannot load {directory}: {_one_line(err)}"
             ) from err
+        files = weight_files(directory)
+        if not files:
+            raise ModelLoadError(f"{directory}: no weight files ({', '.join(WEIGHT_SUFFIXES)})")
         source = str(directory.resolve())
-        digest = weights_hash(directory)
+        digest = weights_hash(files)
     model.eval()
     model.requires_grad_(False)
     if tokenizer.pad_token is None:

@@ -7,7 +7,9 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from layercard.card import Card, atomic_write
+from commonio.atomic import atomic_write
+from layercard.decide import cost_model, greedy_order
+from layercard.schema import Card
 
 _DPI = 110
 
@@ -78,7 +80,7 @@ def plot_coupling(card: Card, path: Path) -> Path:
 
 def plot_cost(card: Card, path: Path) -> Path:
     """Step time and training memory vs lowest adapted layer: measured, fitted, checked."""
-    model = card.cost_model()
+    model = cost_model(card)
     if model is None:
         raise ValueError("plot_cost: the card has no cost measurements (built with --no-cost)")
     n = card.n_layers
@@ -110,8 +112,8 @@ def plot_cost(card: Card, path: Path) -> Path:
 
 def plot_gain_vs_cost(card: Card, path: Path) -> Path:
     """Predicted gain vs step time (or layer count) of single layers and the greedy ordering."""
-    model = card.cost_model()
-    order = card.greedy_order()
+    model = cost_model(card)
+    order = greedy_order(card)
     if model is None:
         def cost(layers: list[int]) -> float:
             return float(len(layers))
@@ -151,6 +153,6 @@ def write_plots(card: Card, directory: Path) -> list[Path]:
         ("coupling.png", plot_coupling),
         ("gain_vs_cost.png", plot_gain_vs_cost),
     ]
-    if card.cost_model() is not None:
+    if cost_model(card) is not None:
         plots.insert(3, ("cost.png", plot_cost))
     return [plot(card, directory / name) for name, plot in plots]

@@ -9,7 +9,8 @@ from scipy.stats import spearmanr
 from torch import nn
 from tqdm import tqdm
 
-from layercard.training import Batch, LoraSettings, dev_loss, lora_adapter, lora_config, train_lora
+from layercard.config import LoraSettings
+from layercard.training import Batch, dev_loss, lora_adapter, lora_config, train_lora
 
 
 def probe_gains(

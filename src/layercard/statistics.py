@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable
-from dataclasses import dataclass
 
 import scipy.linalg
 import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
-# Eigen-directions of a coupling submatrix below this fraction of its largest eigenvalue are
-# treated as exactly redundant (pseudo-inverse) in `predicted_gain`.
-PINV_RTOL = 1e-6
+from layercard.sites import SiteDiagnostics
+
 # Most rows in one block row of the lower-triangular Σ accumulation (blocks are made equal):
 # blocks of 192-256 rows skip most of the upper triangle and keep each GEMM fast.
 SIGMA_BLOCK = 256
@@ -203,23 +200,6 @@ class SiteStats:
             )
 
 
-@dataclass
-class SiteDiagnostics:
-    """Per-site Layer Card quantities (see `site_diagnostics` for the definitions)."""
-
-    resnorm2: float
-    resnorm2_rank: float
-    rel_resnorm: float
-    grad_norm: float
-    act_energy: float
-    condition_number: float
-    effective_rank: float
-    noise_amplification: float
-    ridge: float
-    rank: int
-    residual_energy: float
-
-
 def _correction(stats: SiteStats, g: Tensor, ridge_eps: float) -> tuple[Tensor, Tensor]:
     """(dW* = G(Σ+λI)⁻¹, Cholesky factor L of Σ+λI), for G = ``g`` = stats.gx."""
     factor = stats.inputs.cholesky(ridge_eps)
@@ -348,21 +328,3 @@ def coupling_from_gains(s: Tensor, *, shrinkage: float = 0.0) -> Tensor:
     rho = ((rho + rho.T) / 2).clamp(-1.0, 1.0)
     rho.fill_diagonal_(1.0)
     return rho
-
-
-def predicted_gain(res2: Tensor, rho: Tensor, subset: Iterable[int]) -> float:
-    """Predicted loss decrease of adapting the sites in `subset` together (quadratic model).
-
-    Gains g = res², curvature K = D^½ R D^½ with D = diag(res²): gain(S) = ½ g_Sᵀ K_S⁻¹ g_S
-    = ½ v_Sᵀ R_S⁻¹ v_S with v = √res². Additive when R = I. R_S is pseudo-inverted (directions
-    with eigenvalue < PINV_RTOL·max dropped), so exactly redundant sites add nothing.
-    """
-    index = torch.as_tensor(list(subset), dtype=torch.long)
-    if index.numel() == 0:
-        return 0.0
-    if index.unique().numel() != index.numel():
-        raise ValueError(f"subset has repeated sites: {index.tolist()}")
-    v = res2.to(torch.float64)[index].clamp_min(0).sqrt()
-    r = rho.to(torch.float64)[index][:, index]
-    solved = torch.linalg.pinv(r, hermitian=True, rtol=PINV_RTOL) @ v
-    return 0.5 * float(v @ solved)

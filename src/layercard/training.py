@@ -21,30 +21,16 @@ from torch import Tensor, nn
 from tqdm import tqdm
 from transformers.pytorch_utils import Conv1D
 
+from layercard.config import ALL_LINEAR, LoraSettings
 from layercard.data import n_target_tokens
-from layercard.models import Site, adaptable_sites, find_blocks, site_module
+from layercard.models import adaptable_sites, find_blocks, site_module
+from layercard.sites import Site
 
 Batch = Mapping[str, Tensor]
-ALL_LINEAR = "all-linear"
 
 
 class LoraSettingsError(ValueError):
     """A LoRA setting (layer index or target module name) does not fit the model."""
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA hyper-parameters shared by every run that must be comparable (probe, cost, placement).
-
-    target_modules: module names relative to a block (e.g. "self_attn.q_proj", "mlp.c_fc"), or
-    "all-linear" for every nn.Linear / GPT-2 Conv1D inside a block.
-    """
-
-    rank: int = 8
-    alpha: float = 16.0
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] | str = ALL_LINEAR
-    lr: float = 1e-3
 
 
 @dataclass

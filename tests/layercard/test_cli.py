@@ -14,8 +14,9 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from layercard.card import SCHEMA, read_card
 from layercard.cli import main
+from layercard.codec import read_card
+from layercard.schema import SCHEMA
 
 WORDS = ["good", "bad", "film", "plot", "great", "awful", "the", "a", "acting", "dull"]
 VOCAB = ["[UNK]", "[PAD]", "</s>", "Review", ":", "Sentiment", "positive", "negative", *WORDS]

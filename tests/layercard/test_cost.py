@@ -3,17 +3,16 @@ import torch
 from peft.tuners.lora import LoraLayer
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from layercard.cost import (
+from layercard.config import CostSettings, LoraSettings
+from layercard.cost import lora_param_counts, measure_cost
+from layercard.costmodel import (
     CostFit,
-    CostSettings,
     check_layer_sets,
     depth_layer_sets,
     fit_cost,
-    lora_param_counts,
-    measure_cost,
     relative_errors,
 )
-from layercard.training import LoraSettings, lora_adapter, lora_config
+from layercard.training import lora_adapter, lora_config
 
 FAST = CostSettings(depths=4, warmup_steps=1, timed_steps=1, serving_tokens=2)
 

@@ -15,8 +15,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
 
 from layercard import data
+from layercard.checkpoint import fetch_all
 from layercard.data import DataError, Example, load_task
-from layercard.resources import fetch_all
 
 WORDS = ["<unk>", "<pad>", "<s>", "</s>", "a", "b", "c", "d", "e", "f", "pos", "neg", ":"]
 ID = {w: i for i, w in enumerate(WORDS)}

