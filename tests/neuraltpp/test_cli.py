@@ -9,7 +9,7 @@ import pytest
 
 from neuraltpp.cli import main
 from neuraltpp.data import load_dataset
-from neuraltpp.evaluation import load_metrics
+from neuraltpp.metrics import load_metrics
 
 COMMANDS = ("train", "eval", "simulate", "plot", "demo", "fetch")
 TINY = ["--d-model", "8", "--n-layers", "1", "--n-heads", "2", "--d-ff", "8", "--d-state", "4"]
@@ -24,16 +24,93 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int, str
     return code, out, err
 
 
+# What a user needs from each command's --help: its options, their choices and defaults.
+HELP = {
+    "train": [
+        "--data DATA",
+        "hawkes-sim, ucerf3, ridgecrest",
+        "--model {thp,rothp,mhp,mhpe}",
+        "--out OUT",
+        "--resume",
+        "--overwrite",
+        "--epochs EPOCHS",
+        "--batch-size BATCH_SIZE",
+        "--lr LR",
+        "--patience PATIENCE",
+        "--type-loss-weight TYPE_LOSS_WEIGHT",
+        "--gap-loss-weight GAP_LOSS_WEIGHT",
+        "--max-sequences MAX_SEQUENCES",
+        "--time-scale TIME_SCALE",
+        "--d-model D_MODEL",
+        "--dt-fn {authors,affine-softplus,raw}",
+        "(default affine-softplus)",
+        "--ll-mode {correct,legacy}",
+        "--first-event {condition,start-state}",
+        "--tail, --no-tail",
+        "--integration {gauss-legendre,monte-carlo}",
+        "--nodes NODES",
+        "(default 16)",
+        "--quiet",
+        "--threads THREADS",
+    ],
+    "eval": [
+        "--checkpoint CHECKPOINT [CHECKPOINT ...]",
+        "--data DATA",
+        "--split {train,dev,test}",
+        "(default test)",
+        "--out OUT",
+        "--no-predictions",
+        "likelihood (default: the checkpoint's training setting)",
+        "--ll-mode {correct,legacy}",
+    ],
+    "simulate": [
+        "--out OUT",
+        "--format {easytpp,nhp}",
+        "--types TYPES",
+        "(default 5)",
+        "--mu MU",
+        "--alpha ALPHA",
+        "--beta BETA",
+        "--radius RADIUS",
+        "--sequences SEQUENCES",
+        "(default 300)",
+        "--horizon HORIZON",
+        "(default 20.0)",
+        "--seed SEED",
+    ],
+    "plot": [
+        "--checkpoint CHECKPOINT",
+        "--data DATA",
+        "--index INDEX",
+        "--points POINTS",
+        "--out OUT",
+    ],
+    "demo": ["--out OUT", "(default runs/demo)", "--epochs EPOCHS", "default 30", "--seed SEED"],
+    "fetch": ["pycsep==0.8.0", "$NEURALTPP_CACHE", "(default ~/.cache/neuraltpp)"],
+}
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_of_every_command(capsys: pytest.CaptureFixture[str], command: str):
     code, out, _ = run(capsys, command, "--help")
     assert code == 0
-    assert out.startswith(f"usage: neuraltpp {command}") and len(out.splitlines()) > 5
+    assert out.startswith(f"usage: neuraltpp {command}")
+    text = " ".join(out.split())  # argparse wraps lines wherever it likes
+    missing = [item for item in HELP[command] if item not in text]
+    assert not missing, f"{command} --help lacks {missing}"
 
 
 def test_top_level_help_lists_commands(capsys: pytest.CaptureFixture[str]):
     code, out, _ = run(capsys, "--help")
-    assert code == 0 and all(c in out for c in COMMANDS)
+    assert code == 0
+    lines = out.splitlines()
+    start = lines.index("  COMMAND") + 1
+    listed = [
+        line.split()[0] for line in lines[start:] if line.startswith("    ") and line[4] != " "
+    ]
+    assert listed == list(COMMANDS) and "--version" in out  # each with its one-line summary
+    code, out, _ = run(capsys, "--version")
+    assert code == 0 and out.strip() == "neuraltpp 0.1.0"
 
 
 @pytest.fixture(scope="module")

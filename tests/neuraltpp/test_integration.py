@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from neuraltpp.data import EventDataset, load_dataset
+from neuraltpp.builtin import load_splits
+from neuraltpp.data import EventDataset
 from neuraltpp.evaluation import evaluate
 from neuraltpp.training import TrainConfig, train
 
@@ -19,7 +20,7 @@ def _head(ds: EventDataset, n: int) -> EventDataset:
 
 @pytest.mark.integration
 def test_mhp_learns_on_ucerf3(tmp_path: Path):
-    splits = load_dataset("ucerf3", seed=0)
+    splits = load_splits("ucerf3", seed=0)
     assert splits["train"].num_types == 4 and splits["train"].time_scale == 86400.0
     train_ds, dev_ds, test_ds = (
         _head(splits[s], n) for s, n in (("train", 400), ("dev", 100), ("test", 100))

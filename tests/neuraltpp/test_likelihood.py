@@ -2,6 +2,7 @@
 padding, and the legacy mode."""
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -9,38 +10,8 @@ import torch
 from scipy import integrate, special
 
 from neuraltpp.data import Batch
-from neuraltpp.likelihood import log_likelihood, quadrature_rule
-from neuraltpp.models import build_model
-
-SMALL = {"d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 32, "d_state": 4, "chunk_size": 4}
-
-
-
-
-def _batch(seed: int = 0, b: int = 3, n: int = 12, k: int = 3, shift: float = 0.0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    times = shift + torch.cumsum(torch.rand(b, n, generator=g, dtype=torch.float64) * 2, dim=1)
-    mask = torch.ones(b, n, dtype=torch.bool)
-    mask[1, n - 4 :] = False
-    times[1, n - 4 :] = times[1, n - 5]
-    types = torch.randint(0, k, (b, n), generator=g) * mask
-    return Batch(times, types, mask, times[:, 0] - 0.5, times.max(1).values + 1.0)
-
-
-def _model(name: str = "rothp", k: int = 3, double: bool = False) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = build_model(name, k, SMALL).eval().requires_grad_(False)
-    return model.double() if double else model
-
-
-def _set_heads(model, alpha, bias, beta) -> None:
-    """Intensity independent of h: lambda_k(t_j + s) = softplus_beta_k(alpha_k s + bias_k)."""
-    heads = model.heads
-    with torch.no_grad():
-        heads.intensity_proj.weight.zero_()
-        heads.intensity_proj.bias.copy_(torch.as_tensor(bias))
-        heads.alpha.copy_(torch.as_tensor(alpha))
-        heads.log_beta.copy_(torch.log(torch.as_tensor(beta)))
+from neuraltpp.likelihood import LikelihoodOptions, log_likelihood, quadrature_rule
+from neuraltpp.models import TPPModel
 
 
 def _softplus_integral(alpha: float, b: float, beta: float, T: float) -> float:
@@ -64,15 +35,23 @@ def _gaps(batch: Batch, first_event: str, include_tail: bool) -> float:
 @pytest.mark.parametrize("first_event", ["condition", "start-state"])
 @pytest.mark.parametrize("include_tail", [True, False])
 @pytest.mark.parametrize("integration", ["gauss-legendre", "monte-carlo"])
-def test_constant_intensity_closed_form(first_event, include_tail, integration) -> None:
+def test_constant_intensity_closed_form(
+    first_event,
+    include_tail,
+    integration,
+    make_model: Callable[..., TPPModel],
+    make_batch: Callable[..., Batch],
+    set_heads: Callable[..., None],
+) -> None:
     """lambda_k = c for all k: compensator = K c (total integrated time), event term = n log c."""
     k, c = 3, 0.7
-    model = _model(k=k, double=True)
-    _set_heads(model, [0.0] * k, [math.log(math.expm1(c))] * k, [1.0] * k)
-    batch = _batch(k=k)
-    ll = log_likelihood(
-        model, batch, first_event=first_event, include_tail=include_tail, integration=integration
+    model = make_model(k=k, double=True, frozen=True)
+    set_heads(model, [0.0] * k, [math.log(math.expm1(c))] * k, [1.0] * k)
+    batch = make_batch(k=k)
+    options = LikelihoodOptions(
+        first_event=first_event, include_tail=include_tail, integration=integration
     )
+    ll = log_likelihood(model, batch, options)
     n = int(batch.mask.sum()) - (batch.mask.shape[0] if first_event == "condition" else 0)
     assert ll.n_events == n and ll.mode == "correct"
     expected = k * c * _gaps(batch, first_event, include_tail)
@@ -95,23 +74,28 @@ def test_softplus_intensity_gauss_legendre_and_monte_carlo() -> None:
         return torch.nn.functional.softplus(beta * (alpha * s + b)) / beta
 
     dt = torch.tensor(T, dtype=torch.float64)
-    pts, w = quadrature_rule(dt, nodes=16)
+    pts, w = quadrature_rule(dt, LikelihoodOptions(nodes=16))
     assert float((f(pts) * w).sum()) == pytest.approx(exact, rel=1e-9)
 
     gen = torch.Generator().manual_seed(3)
-    pts, w = quadrature_rule(dt, integration="monte-carlo", mc_samples=4000, generator=gen)
+    mc = LikelihoodOptions(integration="monte-carlo", mc_samples=4000)
+    pts, w = quadrature_rule(dt, mc, generator=gen)
     values = f(pts) * T
     stderr = float(values.std()) / math.sqrt(len(values))
     assert abs(float((f(pts) * w).sum()) - exact) < 4 * stderr
 
 
-def test_softplus_intensity_in_the_model() -> None:
+def test_softplus_intensity_in_the_model(
+    make_model: Callable[..., TPPModel],
+    make_batch: Callable[..., Batch],
+    set_heads: Callable[..., None],
+) -> None:
     """Per-type alpha, b, beta: the model's compensator equals the closed form summed over types."""
     alpha, bias, beta = [-1.0, 0.5, 2.0], [0.3, -1.0, 0.1], [1.0, 0.5, 3.0]
-    model = _model(double=True)
-    _set_heads(model, alpha, bias, beta)
-    batch = _batch()
-    ll = log_likelihood(model, batch, include_tail=False)
+    model = make_model(double=True, frozen=True)
+    set_heads(model, alpha, bias, beta)
+    batch = make_batch()
+    ll = log_likelihood(model, batch, LikelihoodOptions(include_tail=False))
     expected = 0.0
     for times, mask in zip(batch.times, batch.mask, strict=True):
         for dt in np.diff(times[mask].numpy()):
@@ -131,19 +115,21 @@ def test_hawkes_exponential_compensator_between_events() -> None:
         closed = mu * (t1 - t0) + (a / b) * np.sum(
             np.exp(-b * (t0 - past)) - np.exp(-b * (t1 - past))
         )
-        pts, w = quadrature_rule(torch.tensor(t1 - t0, dtype=torch.float64), nodes=16)
+        pts, w = quadrature_rule(torch.tensor(t1 - t0, dtype=torch.float64), LikelihoodOptions())
         s = t0 + pts.numpy()
         lam = mu + a * np.exp(-b * (s[:, None] - past[None, :])).sum(-1)
         assert float((lam * w.numpy()).sum()) == pytest.approx(closed, rel=1e-12)
 
 
 @pytest.mark.parametrize("name", ["thp", "mhp"])
-def test_against_independent_reference(name: str) -> None:
+def test_against_independent_reference(
+    name: str, make_model: Callable[..., TPPModel], make_batch: Callable[..., Batch]
+) -> None:
     """Event j+1 scored from h_j at t_{j+1}; compensator over all types by scipy quad; start
     state and tail; padded sequences contribute only their real events."""
-    model = _model(name, double=True)
-    batch = _batch()
-    ll = log_likelihood(model, batch, first_event="start-state", include_tail=True)
+    model = make_model(name, double=True, frozen=True)
+    batch = make_batch()
+    ll = log_likelihood(model, batch, LikelihoodOptions(first_event="start-state"))
     with torch.no_grad():
         h = model.hidden(batch)
     for i in range(len(batch.times)):
@@ -166,9 +152,11 @@ def test_against_independent_reference(name: str) -> None:
         assert float(ll.per_sequence[i]) == pytest.approx(total, rel=1e-9, abs=1e-9)
 
 
-def test_padding_does_not_change_a_sequence() -> None:
-    model = _model("mhpe")
-    batch = _batch()
+def test_padding_does_not_change_a_sequence(
+    make_model: Callable[..., TPPModel], make_batch: Callable[..., Batch]
+) -> None:
+    model = make_model("mhpe", frozen=True)
+    batch = make_batch()
     ll = log_likelihood(model, batch)
     n = int(batch.mask[1].sum())
     alone = Batch(
@@ -181,26 +169,32 @@ def test_padding_does_not_change_a_sequence() -> None:
 
 
 @pytest.mark.parametrize("shift", [10.0, 1e3, 1e6])
-def test_rothp_ll_is_shift_invariant_thp_is_not(shift: float) -> None:
+def test_rothp_ll_is_shift_invariant_thp_is_not(
+    shift: float, make_model: Callable[..., TPPModel], make_batch: Callable[..., Batch]
+) -> None:
     """float32 models; window shifted with the events; start state and tail included."""
-    batch, shifted = _batch(), _batch(shift=shift)
-    kw = {"first_event": "start-state", "include_tail": True}
+    batch, shifted = make_batch(), make_batch(shift=shift)
+    kw = LikelihoodOptions(first_event="start-state", include_tail=True)
     for name in ("rothp", "mhp", "mhpe"):
-        model = _model(name)
-        a, b = log_likelihood(model, batch, **kw), log_likelihood(model, shifted, **kw)
+        model = make_model(name, frozen=True)
+        a, b = log_likelihood(model, batch, kw), log_likelihood(model, shifted, kw)
         assert abs(a.per_event - b.per_event) < 1e-5, name
-    thp = _model("thp")
-    a, b = log_likelihood(thp, batch, **kw), log_likelihood(thp, shifted, **kw)
+    thp = make_model("thp", frozen=True)
+    a, b = log_likelihood(thp, batch, kw), log_likelihood(thp, shifted, kw)
     assert abs(a.per_event - b.per_event) > 1e-3
 
 
-def test_legacy_formula_on_constant_intensity() -> None:
+def test_legacy_formula_on_constant_intensity(
+    make_model: Callable[..., TPPModel],
+    make_batch: Callable[..., Batch],
+    set_heads: Callable[..., None],
+) -> None:
     """Legacy scores all n events, integrates only the observed type: compensator c (t_n - t_1)."""
     k, c = 4, 0.7
-    model = _model(k=k, double=True)
-    _set_heads(model, [0.0] * k, [math.log(math.expm1(c))] * k, [1.0] * k)
-    batch = _batch(k=k)
-    ll = log_likelihood(model, batch, mode="legacy", first_event="start-state")
+    model = make_model(k=k, double=True, frozen=True)
+    set_heads(model, [0.0] * k, [math.log(math.expm1(c))] * k, [1.0] * k)
+    batch = make_batch(k=k)
+    ll = log_likelihood(model, batch, LikelihoodOptions(mode="legacy", first_event="start-state"))
     n = int(batch.mask.sum())
     assert (ll.mode, ll.first_event, ll.include_tail, ll.n_events) == (
         "legacy",
@@ -212,36 +206,46 @@ def test_legacy_formula_on_constant_intensity() -> None:
     assert float(ll.event_term) == pytest.approx(n * math.log(c), rel=1e-9)
 
 
-def test_legacy_is_higher_on_typical_data() -> None:
+def test_legacy_is_higher_on_typical_data(
+    make_model: Callable[..., TPPModel], make_batch: Callable[..., Batch]
+) -> None:
     """Legacy exceeds the correct LL: its compensator counts one of K types instead of all K
     (about 1/K of the mass), and after training its event term is read off a state that has
     already seen the event being scored (here: type and time of event j are in h_j)."""
-    model = _model("rothp", k=5)
-    batch = _batch(seed=4, b=4, n=20, k=5)
-    correct, legacy = log_likelihood(model, batch), log_likelihood(model, batch, mode="legacy")
+    model = make_model("rothp", k=5, frozen=True)
+    batch = make_batch(seed=4, b=4, n=20, k=5)
+    correct = log_likelihood(model, batch)
+    legacy = log_likelihood(model, batch, LikelihoodOptions(mode="legacy"))
     assert legacy.per_event > correct.per_event + 0.5
     assert (
         float(legacy.compensator) / legacy.n_events < float(correct.compensator) / correct.n_events
     )
 
 
-def test_monte_carlo_is_seeded() -> None:
-    model, batch = _model(), _batch()
-    kw = {"integration": "monte-carlo", "mc_samples": 8}
-    a = log_likelihood(model, batch, seed=1, **kw)
-    assert float(a.total) == float(log_likelihood(model, batch, seed=1, **kw).total)
-    assert float(a.total) != float(log_likelihood(model, batch, seed=2, **kw).total)
+def test_monte_carlo_is_seeded(
+    make_model: Callable[..., TPPModel], make_batch: Callable[..., Batch]
+) -> None:
+    model, batch = make_model(frozen=True), make_batch()
+    mc = LikelihoodOptions(integration="monte-carlo", mc_samples=8)
+    a = log_likelihood(model, batch, mc, seed=1)
+    assert float(a.total) == float(log_likelihood(model, batch, mc, seed=1).total)
+    assert float(a.total) != float(log_likelihood(model, batch, mc, seed=2).total)
 
 
-def test_bad_window_and_options_raise() -> None:
-    model, batch = _model(), _batch()
+def test_bad_window_and_options_raise(
+    make_model: Callable[..., TPPModel], make_batch: Callable[..., Batch]
+) -> None:
+    model, batch = make_model(frozen=True), make_batch()
     with pytest.raises(ValueError, match=r"sequence 0 .*window_end"):
         log_likelihood(model, batch._replace(window_end=batch.window_end - 10.0))
     with pytest.raises(ValueError, match=r"sequence 2 .*window_start"):
         start = batch.window_start.clone()
         start[2] += 10.0
-        log_likelihood(model, batch._replace(window_start=start), first_event="start-state")
+        start_state = LikelihoodOptions(first_event="start-state")
+        log_likelihood(model, batch._replace(window_start=start), start_state)
     with pytest.raises(ValueError, match="mode"):
-        log_likelihood(model, batch, mode="published")
+        LikelihoodOptions(mode="published")
     with pytest.raises(ValueError, match="integration"):
-        log_likelihood(model, batch, integration="trapezoid")
+        LikelihoodOptions(integration="trapezoid")
+    with pytest.raises(ValueError, match="nodes"):
+        LikelihoodOptions(nodes=0)

@@ -2,37 +2,23 @@
 and one short training run lowers the NLL of every model."""
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
 
 from neuraltpp.data import Batch
-from neuraltpp.likelihood import log_likelihood
-from neuraltpp.models import MODEL_NAMES, ModelConfig, build_model
+from neuraltpp.likelihood import LikelihoodOptions, log_likelihood
+from neuraltpp.models import MODEL_NAMES, ModelConfig, TPPModel, build_model
 from neuraltpp.models.mhp import GapStep
-
-SMALL = {"d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 32, "d_state": 4, "chunk_size": 4}
-
-
-def _batch(seed: int = 0, b: int = 3, n: int = 12, k: int = 3, shift: float = 0.0) -> Batch:
-    g = torch.Generator().manual_seed(seed)
-    times = shift + torch.cumsum(torch.rand(b, n, generator=g, dtype=torch.float64) * 2, dim=1)
-    mask = torch.ones(b, n, dtype=torch.bool)
-    mask[1, n - 4 :] = False
-    times[1, n - 4 :] = times[1, n - 5]  # padding repeats the last time
-    types = torch.randint(0, k, (b, n), generator=g) * mask
-    return Batch(times, types, mask, times[:, 0] - 0.5, times.max(1).values + 1.0)
-
-
-def _model(name: str, k: int = 3, **overrides) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return build_model(name, k, {**SMALL, **overrides}).eval()
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_encoders_are_causal(name: str) -> None:
-    model = _model(name)
-    batch = _batch()
+def test_encoders_are_causal(
+    name: str, make_model: Callable[..., TPPModel], make_batch: Callable[..., Batch]
+) -> None:
+    model = make_model(name)
+    batch = make_batch()
     h = model.hidden(batch)
     for j in (0, 4, 9):
         times, types = batch.times.clone(), batch.types.clone()
@@ -45,20 +31,24 @@ def test_encoders_are_causal(name: str) -> None:
 
 @pytest.mark.parametrize("name", ["rothp", "mhp", "mhpe"])
 @pytest.mark.parametrize("shift", [10.0, 1e3, 1e6])
-def test_time_difference_encoders_are_shift_invariant(name: str, shift: float) -> None:
-    model = _model(name)
-    h = model.hidden(_batch())
-    torch.testing.assert_close(model.hidden(_batch(shift=shift)), h, rtol=0, atol=1e-5)
+def test_time_difference_encoders_are_shift_invariant(
+    name: str, shift: float, make_model: Callable[..., TPPModel], make_batch: Callable[..., Batch]
+) -> None:
+    model = make_model(name)
+    h = model.hidden(make_batch())
+    torch.testing.assert_close(model.hidden(make_batch(shift=shift)), h, rtol=0, atol=1e-5)
 
 
-def test_thp_uses_absolute_time() -> None:
-    model = _model("thp")
-    h = model.hidden(_batch())
-    assert (model.hidden(_batch(shift=10.0)) - h).abs().max() > 1e-2
+def test_thp_uses_absolute_time(
+    make_model: Callable[..., TPPModel], make_batch: Callable[..., Batch]
+) -> None:
+    model = make_model("thp")
+    h = model.hidden(make_batch())
+    assert (model.hidden(make_batch(shift=10.0)) - h).abs().max() > 1e-2
 
 
-def test_intensity_head_formula() -> None:
-    model = _model("rothp", k=2)
+def test_intensity_head_formula(make_model: Callable[..., TPPModel]) -> None:
+    model = make_model("rothp", k=2)
     heads = model.heads
     with torch.no_grad():
         heads.alpha.copy_(torch.tensor([0.5, -2.0]))
@@ -88,10 +78,10 @@ def test_gap_step_functions() -> None:
         GapStep("linear")
 
 
-def test_build_model_validates() -> None:
+def test_build_model_validates(make_batch: Callable[..., Batch]) -> None:
     model = build_model("mhp", 3, ModelConfig(d_model=16, n_heads=2))
     assert type(model.encoder).__name__ == "MHPEncoder"
-    assert model.hidden(_batch(k=3)).shape == (3, 12, 16)  # config honoured: d_model 16
+    assert model.hidden(make_batch(k=3)).shape == (3, 12, 16)  # config honoured: d_model 16
     with pytest.raises(ValueError, match="unknown model"):
         build_model("nhp", 2)
     with pytest.raises(ValueError, match="unknown model config keys"):
@@ -101,13 +91,15 @@ def test_build_model_validates() -> None:
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
-def test_training_steps_reduce_nll(name: str) -> None:
-    model = _model(name, dropout=0.0).train()
-    batch = _batch(seed=1, b=4, n=10)
+def test_training_steps_reduce_nll(
+    name: str, make_model: Callable[..., TPPModel], make_batch: Callable[..., Batch]
+) -> None:
+    model = make_model(name, dropout=0.0).train()
+    batch = make_batch(seed=1, b=4, n=10)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
 
     def nll() -> torch.Tensor:
-        ll = log_likelihood(model, batch, first_event="start-state")
+        ll = log_likelihood(model, batch, LikelihoodOptions(first_event="start-state"))
         return -ll.total / ll.n_events
 
     before = float(nll().detach())

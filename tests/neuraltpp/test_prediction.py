@@ -1,6 +1,7 @@
 """Next-event prediction against closed forms and a scipy reference."""
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -8,12 +9,8 @@ import torch
 from scipy import integrate, special
 
 from neuraltpp.data import Batch
-from neuraltpp.models import build_model
+from neuraltpp.models import TPPModel
 from neuraltpp.prediction import predict_next
-
-SMALL = {"d_model": 16, "n_layers": 1, "n_heads": 2, "d_ff": 32, "d_state": 4, "chunk_size": 4}
-
-
 
 
 def _batch(k: int = 3) -> Batch:
@@ -26,21 +23,14 @@ def _batch(k: int = 3) -> Batch:
     return Batch(times, types, mask, times[:, 0], times.max(1).values)
 
 
-def _model(alpha, bias, name: str = "rothp") -> torch.nn.Module:
-    """Intensity independent of h: lambda_k(t_j + s) = softplus(alpha_k s + bias_k)."""
-    torch.manual_seed(0)
-    model = build_model(name, len(alpha), SMALL).double().eval().requires_grad_(False)
-    model.heads.intensity_proj.weight.zero_()
-    model.heads.intensity_proj.bias.copy_(torch.tensor(bias))
-    model.heads.alpha.copy_(torch.tensor(alpha))
-    return model
-
-
 @pytest.mark.parametrize("c", [1e-3, 0.7, 1e3])  # bound grows, fits, and shrinks
-def test_constant_intensity_mean_gap(c: float) -> None:
+def test_constant_intensity_mean_gap(
+    c: float, make_model: Callable[..., TPPModel], set_heads: Callable[..., None]
+) -> None:
     """lambda_k = c: the gap is exponential with rate K c, the type uniform."""
     k = 3
-    model = _model([0.0] * k, [c + math.log(-math.expm1(-c))] * k)
+    model = make_model(k=k, n_layers=1, double=True, frozen=True)
+    set_heads(model, [0.0] * k, [c + math.log(-math.expm1(-c))] * k)
     batch = _batch(k)
     pred = predict_next(model, batch)
     valid = batch.mask[:, 1:]
@@ -53,7 +43,9 @@ def test_constant_intensity_mean_gap(c: float) -> None:
     assert (pred.expected_gap[~valid] == 0).all()
 
 
-def test_time_varying_intensity_against_quad() -> None:
+def test_time_varying_intensity_against_quad(
+    make_model: Callable[..., TPPModel], set_heads: Callable[..., None]
+) -> None:
     """Increasing and decreasing softplus intensities: E[gap] and P(k) against scipy quad with
     the closed-form compensator; the type at the expected time is the argmax of lambda there."""
     alpha, bias = [0.8, -0.5], [-1.0, 0.6]
@@ -75,7 +67,9 @@ def test_time_varying_intensity_against_quad() -> None:
         integrate.quad(lambda s, i=i: lam(s)[i] * survival(s), 0, 50, epsrel=1e-12)[0]
         for i in range(2)
     ]
-    pred = predict_next(_model(alpha, bias), _batch(2))
+    model = make_model(k=2, n_layers=1, double=True, frozen=True)
+    set_heads(model, alpha, bias)
+    pred = predict_next(model, _batch(2))
     valid = pred.mask
     n = int(valid.sum())
     want_gap = torch.full((n,), mean, dtype=torch.float64)
@@ -87,9 +81,8 @@ def test_time_varying_intensity_against_quad() -> None:
 
 
 @pytest.mark.parametrize("name", ["thp", "mhp"])
-def test_head_predictions_and_alignment(name: str) -> None:
-    torch.manual_seed(1)
-    model = build_model(name, 3, SMALL).eval().requires_grad_(False)
+def test_head_predictions_and_alignment(name: str, make_model: Callable[..., TPPModel]) -> None:
+    model = make_model(name, n_layers=1, seed=1, frozen=True)
     batch = _batch()
     pred = predict_next(model, batch)
     h = model.hidden(batch)

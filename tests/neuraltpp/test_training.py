@@ -2,31 +2,29 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from scipy.integrate import quad
 
 from neuraltpp import training
 from neuraltpp.data import EventDataset, batches, rescale, split_dataset
-from neuraltpp.evaluation import (
-    DatasetLL,
-    LikelihoodOptions,
-    aggregate,
-    evaluate,
-    load_metrics,
-    save_metrics,
-)
-from neuraltpp.likelihood import log_likelihood
-from neuraltpp.models import build_model
+from neuraltpp.evaluation import evaluate
+from neuraltpp.likelihood import DatasetLL, LikelihoodOptions, log_likelihood
+from neuraltpp.metrics import aggregate, load_metrics, save_metrics
+from neuraltpp.models import TPPModel
 from neuraltpp.plotting import intensity_curve, plot_intensity
 from neuraltpp.simulate import HawkesParams, simulate_dataset
 from neuraltpp.training import TrainConfig, load_checkpoint, train
 
 TINY = {"d_model": 8, "n_layers": 1, "n_heads": 2, "d_ff": 16, "d_state": 4, "dropout": 0.1}
+Builder = Callable[..., TPPModel]
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +62,7 @@ def test_training_improves_dev_ll_and_loss(splits: dict[str, EventDataset], tmp_
     assert dev.likelihood.n_events == history[0].dev_n_events
     summary = json.loads((tmp_path / training.RESULT_FILE).read_text())
     assert summary["best_epoch"] == result.best_epoch and summary["likelihood_mode"] == "correct"
-    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporaries
 
 
 @pytest.mark.parametrize("model", ["thp", "mhp"])
@@ -148,10 +146,9 @@ def test_patience_stops_and_selection_keeps_the_best_epoch(
     assert load_checkpoint(result.best_checkpoint)[2]["epoch"] == 1
 
 
-def test_auxiliary_losses_are_explicit(splits: dict[str, EventDataset]):
+def test_auxiliary_losses_are_explicit(splits: dict[str, EventDataset], make_model: Builder):
     batch = next(batches(splits["train"], 4, shuffle=False, seed=0))
-    torch.manual_seed(0)
-    model = build_model("mhp", 2, TINY)
+    model = make_model("mhp", 2, size="tiny")
     nll_only = TrainConfig(type_loss_weight=0.0, gap_loss_weight=0.0)
     loss, ll, n = training.batch_loss(model, batch, nll_only)
     assert loss.item() == pytest.approx(-ll / n, rel=1e-9)
@@ -160,10 +157,9 @@ def test_auxiliary_losses_are_explicit(splits: dict[str, EventDataset]):
     assert with_type.item() > loss.item()  # a cross-entropy is positive
 
 
-def test_evaluate_counts_and_labels(splits: dict[str, EventDataset]):
+def test_evaluate_counts_and_labels(splits: dict[str, EventDataset], make_model: Builder):
     ds = splits["test"]
-    torch.manual_seed(0)
-    model = build_model("rothp", 2, TINY)
+    model = make_model("rothp", 2, size="tiny")
     m = evaluate(model, ds)
     assert m.n_events == ds.n_events and m.n_sequences == len(ds)
     assert m.likelihood.n_events == ds.n_events - len(ds)  # first events conditioned on
@@ -179,9 +175,9 @@ def test_evaluate_counts_and_labels(splits: dict[str, EventDataset]):
     whole = log_likelihood(model.eval(), next(batches(ds, len(ds), shuffle=False, seed=0)))
     assert m.likelihood.ll_per_event == pytest.approx(whole.per_event, rel=1e-9)
 
-    start = evaluate(model, ds, first_event="start-state", predictions=False)
+    start = evaluate(model, ds, LikelihoodOptions(first_event="start-state"), predictions=False)
     assert start.likelihood.n_events == ds.n_events and start.model_prediction is None
-    legacy = evaluate(model, ds, mode="legacy", predictions=False)
+    legacy = evaluate(model, ds, LikelihoodOptions(mode="legacy"), predictions=False)
     assert (legacy.likelihood.mode, legacy.likelihood.first_event) == ("legacy", "own-state")
     scaled = evaluate(model, rescale(ds, 60.0), predictions=False).likelihood
     assert scaled.time_scale == 60.0
@@ -190,9 +186,10 @@ def test_evaluate_counts_and_labels(splits: dict[str, EventDataset]):
     )
 
 
-def test_metrics_json_round_trip(splits: dict[str, EventDataset], tmp_path: Path):
-    torch.manual_seed(0)
-    m = evaluate(build_model("thp", 2, TINY), splits["dev"])
+def test_metrics_json_round_trip(
+    splits: dict[str, EventDataset], tmp_path: Path, make_model: Builder
+):
+    m = evaluate(make_model("thp", 2, size="tiny"), splits["dev"])
     path = tmp_path / "m.json"
     save_metrics(m, path, checkpoint="x.pt")
     raw = json.loads(path.read_text())
@@ -203,11 +200,10 @@ def test_metrics_json_round_trip(splits: dict[str, EventDataset], tmp_path: Path
         load_metrics(path)
 
 
-def test_aggregate_over_seeds(splits: dict[str, EventDataset]):
-    runs = []
-    for seed in (0, 1, 2):
-        torch.manual_seed(seed)
-        runs.append(evaluate(build_model("mhp", 2, TINY), splits["dev"]))
+def test_aggregate_over_seeds(splits: dict[str, EventDataset], make_model: Builder):
+    runs = [
+        evaluate(make_model("mhp", 2, size="tiny", seed=seed), splits["dev"]) for seed in (0, 1, 2)
+    ]
     agg = aggregate(runs)
     values = [r.likelihood.ll_per_event for r in runs]
     assert agg.n_runs == 3
@@ -215,7 +211,9 @@ def test_aggregate_over_seeds(splits: dict[str, EventDataset]):
     assert agg.std["likelihood.ll_per_event"] == pytest.approx(np.std(values, ddof=1))
     assert agg.std["likelihood.n_events"] == 0
     assert agg.labels["likelihood.mode"] == "correct"
-    legacy = evaluate(build_model("mhp", 2, TINY), splits["dev"], mode="legacy")
+    legacy = evaluate(
+        make_model("mhp", 2, size="tiny"), splits["dev"], LikelihoodOptions(mode="legacy")
+    )
     with pytest.raises(ValueError, match=r"likelihood\.mode"):
         aggregate([*runs, legacy])
 
@@ -227,9 +225,10 @@ def test_likelihood_options_validate():
         TrainConfig(batch_size=0)
 
 
-def test_intensity_curve_and_png(splits: dict[str, EventDataset], tmp_path: Path):
-    torch.manual_seed(0)
-    model = build_model("mhp", 2, TINY).eval()
+def test_intensity_curve_and_png(
+    splits: dict[str, EventDataset], tmp_path: Path, make_model: Builder
+):
+    model = make_model("mhp", 2, size="tiny")
     seq = splits["test"].sequences[0]
     curve = intensity_curve(model, seq, points_per_interval=5)
     n = len(seq)
@@ -247,17 +246,62 @@ def test_intensity_curve_and_png(splits: dict[str, EventDataset], tmp_path: Path
     assert [p.name for p in tmp_path.iterdir()] == ["i.png"]
 
 
+def _reference_ll(
+    model: TPPModel, ds: EventDataset, options: LikelihoodOptions
+) -> tuple[float, int]:
+    """Summed LL and scored events of ``ds``, sequence by sequence, straight from the
+    definitions (scipy quad for every compensator, in float64; see docs/neuraltpp.md)."""
+    model = copy.deepcopy(model).double()
+    total, scored = 0.0, 0
+    with torch.no_grad():
+        for seq in ds.sequences:
+            h = model.hidden(
+                next(batches(EventDataset([seq], ds.num_types, "x"), 1, shuffle=False, seed=0))
+            )[0]
+            t, k = seq.times, seq.types
+
+            def lam(state: torch.Tensor, s: float) -> np.ndarray:
+                dt = torch.tensor([s], dtype=torch.float64)
+                return model.intensity(state, dt)[0].double().numpy()
+
+            def integral(state: torch.Tensor, length: float, only: int | None = None) -> float:
+                def f(s: float) -> float:
+                    values = lam(state, s)
+                    return float(values.sum() if only is None else values[only])
+
+                return quad(f, 0.0, length, epsabs=1e-12, epsrel=1e-10)[0]
+
+            if options.mode == "legacy":  # event j scored from h_j itself, one-type integral
+                total += sum(math.log(lam(h[j], 0.0)[k[j]]) for j in range(len(t)))
+                total -= sum(integral(h[j], t[j] - t[j - 1], int(k[j])) for j in range(1, len(t)))
+                scored += len(t)
+                continue
+            for j in range(len(t) - 1):  # event j+1 from h_j, all types integrated
+                total += math.log(lam(h[j], t[j + 1] - t[j])[k[j + 1]])
+                total -= integral(h[j], t[j + 1] - t[j])
+            scored += len(t) - 1
+            if options.first_event == "start-state":
+                total += math.log(lam(model.h_start, t[0] - seq.window_start)[k[0]])
+                total -= integral(model.h_start, t[0] - seq.window_start)
+                scored += 1
+            if options.include_tail:
+                total -= integral(h[-1], seq.window_end - t[-1])
+    return total, scored
+
+
 @pytest.mark.parametrize(
     "options",
     [
         LikelihoodOptions(first_event="start-state"),
-        LikelihoodOptions(include_tail=False, integration="monte-carlo", mc_samples=8),
+        LikelihoodOptions(include_tail=False, integration="monte-carlo", mc_samples=256),
         LikelihoodOptions(mode="legacy"),
     ],
 )
 def test_every_likelihood_option_trains(
     splits: dict[str, EventDataset], tmp_path: Path, options: LikelihoodOptions
 ):
+    """The dev LL recorded for the last epoch is the LL of the saved final model under exactly
+    these options (the Monte Carlo one within its sampling error)."""
     result = train(
         _config("mhp", epochs=1, likelihood=options),
         splits["train"],
@@ -266,8 +310,39 @@ def test_every_likelihood_option_trains(
         progress=False,
     )
     assert all(math.isfinite(r.dev_ll_per_event) for r in result.history)
-    n_dev = splits["dev"].n_events
-    expected = n_dev - len(splits["dev"]) if options.first_event == "condition" else n_dev
-    if options.mode == "legacy":
-        expected = n_dev  # legacy scores every event from its own state
-    assert result.history[0].dev_n_events == expected
+    model, config, _ = load_checkpoint(tmp_path / training.LAST_CHECKPOINT)
+    assert config.likelihood == options
+    total, scored = _reference_ll(model, splits["dev"], options)
+    last = result.history[-1]
+    assert last.dev_n_events == scored
+    tolerance = 2e-3 if options.integration == "monte-carlo" else 1e-5
+    assert last.dev_ll_per_event == pytest.approx(total / scored, abs=tolerance)
+
+
+def test_gap_loss_adds_its_weighted_mean_squared_error(
+    splits: dict[str, EventDataset], make_model: Builder
+):
+    """gap_loss_weight w adds w * mean_j (gap head(h_j) - (t_{j+1} - t_j))^2 over the predicted
+    events, computed here sequence by sequence, and trains the gap head."""
+    ds = splits["train"]
+    batch = next(batches(ds, 4, shuffle=False, seed=0))
+    model = make_model("mhp", 2, size="tiny")
+    errors = []
+    with torch.no_grad():
+        for seq in ds.sequences[:4]:
+            alone = next(batches(EventDataset([seq], 2, "x"), 1, shuffle=False, seed=0))
+            predicted = model.gap(model.hidden(alone)[0, :-1]).double().numpy()
+            errors.extend((predicted - np.diff(seq.times)) ** 2)
+    weight = 0.3
+    nll_only = TrainConfig(type_loss_weight=0.0, gap_loss_weight=0.0)
+    with_gap = TrainConfig(type_loss_weight=0.0, gap_loss_weight=weight)
+    base, ll, n = training.batch_loss(model, batch, nll_only)
+    loss, ll_gap, _ = training.batch_loss(model, batch, with_gap)
+    assert ll_gap == ll and n == len(errors)
+    assert loss.item() - base.item() == pytest.approx(weight * np.mean(errors), rel=1e-5)
+    loss.backward()
+    assert model.heads.gap_proj.weight.grad is not None
+    assert float(model.heads.gap_proj.weight.grad.abs().sum()) > 0
+    model.zero_grad(set_to_none=True)
+    base.backward()
+    assert model.heads.gap_proj.weight.grad is None  # without the gap loss it is untrained
