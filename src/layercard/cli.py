@@ -50,7 +50,7 @@ example: layercard build --model smollm2-135m --task sentiment --out runs/demo-c
 """
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def make_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="layercard",
         description="Layer Cards: which layers of a causal LM to LoRA-tune, and at what cost.",
@@ -122,7 +122,7 @@ def _fetch(_: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `layercard` command; returns the exit status."""
-    args = _build_parser().parse_args(argv)
+    args = make_parser().parse_args(argv)
     command = {"build": _build, "show": _show, "fetch": _fetch}[args.command]
     try:
         command(args)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,10 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
-from layercard.cli import main
+from layercard.cli import main, make_parser
 from layercard.codec import read_card
+from layercard.config import BuildConfig, CostSettings, config_from_args
 from layercard.schema import SCHEMA
 
 WORDS = ["good", "bad", "film", "plot", "great", "awful", "the", "a", "acting", "dull"]
@@ -29,7 +32,7 @@ FAST = ["--probe-examples", "16", "--batch-size", "4", "--max-length", "32",
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_lm) -> Path:
     """A 3-layer random Llama saved with save_pretrained, with a word-level tokenizer beside it."""
     directory = tmp_path_factory.mktemp("tiny-llama")
     tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
@@ -37,13 +40,7 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     PreTrainedTokenizerFast(
         tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>"
     ).save_pretrained(directory)
-    config = LlamaConfig(
-        vocab_size=len(VOCAB), hidden_size=32, intermediate_size=64,
-        num_hidden_layers=N_LAYERS, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(directory)
+    tiny_lm("llama", N_LAYERS, vocab=len(VOCAB)).save_pretrained(directory)
     return directory
 
 
@@ -76,19 +73,75 @@ def _build_args(model: Path | str, task: Path | str, out: Path, *extra: str) -> 
     return ["build", "--model", str(model), "--task", str(task), "--out", str(out), *extra]
 
 
-def test_help_describes_commands_and_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+def _option_fields(cls: type) -> list[tuple[str, object, dataclasses.Field]]:
+    """(flag, default, field) of every BuildConfig setting with a CLI flag, nested included."""
+    found = []
+    for f in dataclasses.fields(cls):
+        if "flag" in f.metadata:
+            found.append((f.metadata["flag"], f.default, f))
+        elif f.default_factory is not dataclasses.MISSING:
+            found += _option_fields(f.default_factory)
+    return found
+
+
+def test_help_lists_the_commands_and_every_build_setting_with_its_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    assert all(command in text for command in ("build", "show", "fetch"))
+    assert re.search(r"^\s+build\s+measure a model on a task and write a Layer Card", text, re.M)
+    assert re.search(r"^\s+show\s+print a Layer Card", text, re.M)
+    assert re.search(r"^\s+fetch\s+download the built-in model and tasks", text, re.M)
+
     with pytest.raises(SystemExit):
         main(["build", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # unwrap argparse's line breaks
+    assert "usage: layercard build [-h] --out DIR --model MODEL --task TASK" in text
+    options = _option_fields(BuildConfig)
+    assert {flag for flag, _, _ in options} >= {
+        "--model", "--task", "--probe-examples", "--batch-size", "--max-length", "--rank",
+        "--ridge", "--coupling-examples", "--layer-groups", "--probe-steps", "--seed", "--cost",
+        "--cost-depths", "--cost-steps", "--quiet",
+    }
+    for flag, default, f in options:
+        assert flag in text
+        if f.type in ("int", "float"):
+            metavar = f.metadata["metavar"]
+            assert f"{flag} {metavar} {f.metadata['help']} (default: {default})" in text
+    assert "--no-cost" in text and "card.json" in text and "timings" in text
+
+    with pytest.raises(SystemExit):
+        main(["show", "--help"])
     text = capsys.readouterr().out
-    for option in ("--probe-examples", "--rank", "--ridge", "--coupling-examples", "--layer-groups",
-                   "--probe-steps", "--no-cost", "--quiet", "card.json", "timings"):
-        assert option in text
-    assert "(default: 256)" in text and "(default: 0.001)" in text
+    assert "card.json, or the directory holding it" in text and "--width N" in text
+    with pytest.raises(SystemExit):
+        main(["fetch", "--help"])
+    assert "$LAYERCARD_CACHE" in capsys.readouterr().out
+
+
+def test_build_options_set_exactly_their_build_config_field(tmp_path: Path) -> None:
+    base = ["build", "--model", "m", "--task", "t", "--out", str(tmp_path)]
+    parser = make_parser()
+    assert config_from_args(BuildConfig, parser.parse_args(base)) == BuildConfig("m", "t")
+    changed = {
+        "--probe-examples": ("probe_examples", "300", 300),
+        "--ridge": ("ridge_eps", "0.5", 0.5),
+        "--layer-groups": ("layer_groups", "3", 3),
+        "--seed": ("seed", "7", 7),
+        "--no-cost": ("cost", None, False),
+        "--quiet": ("progress", None, False),
+    }
+    for flag, (name, text, value) in changed.items():
+        args = parser.parse_args([*base, flag] if text is None else [*base, flag, text])
+        assert config_from_args(BuildConfig, args) == dataclasses.replace(
+            BuildConfig("m", "t"), **{name: value}
+        )
+    args = parser.parse_args([*base, "--cost-steps", "9", "--cost-depths", "2"])
+    assert config_from_args(BuildConfig, args).cost_settings == CostSettings(
+        depths=2, timed_steps=9
+    )
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,8 @@
+import itertools
+
 import pytest
 import torch
 from peft.tuners.lora import LoraLayer
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from layercard.config import CostSettings, LoraSettings
 from layercard.cost import lora_param_counts, measure_cost
@@ -17,40 +18,11 @@ from layercard.training import lora_adapter, lora_config
 FAST = CostSettings(depths=4, warmup_steps=1, timed_steps=1, serving_tokens=2)
 
 
-def tiny_llama(n_layers: int = 4) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=n_layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-    )  # fmt: skip
-    return LlamaForCausalLM(config).eval().requires_grad_(False)
-
-
-def tiny_gpt2(n_layers: int = 4) -> GPT2LMHeadModel:
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=64, n_embd=32, n_layer=n_layers, n_head=4, n_positions=64,
-        bos_token_id=0, eos_token_id=0,
-    )  # fmt: skip
-    return GPT2LMHeadModel(config).eval().requires_grad_(False)
-
-
-def random_batches(n: int = 2) -> list[dict]:
-    g = torch.Generator().manual_seed(0)
-    out = []
-    for _ in range(n):
-        ids = torch.randint(1, 64, (4, 12), generator=g)
-        labels = ids.clone()
-        labels[:, :4] = -100
-        out.append({"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels})
-    return out
-
-
-@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2])
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
 @pytest.mark.parametrize("targets", ["all-linear", "subset"])
-def test_param_counts_match_peft(build, targets):
-    model = build(3)
-    subset = ("self_attn.v_proj", "mlp.up_proj") if build is tiny_llama else ("attn.c_attn",)
+def test_param_counts_match_peft(tiny_lm, arch, targets):
+    model = tiny_lm(arch, 3)
+    subset = ("self_attn.v_proj", "mlp.up_proj") if arch == "llama" else ("attn.c_attn",)
     settings = LoraSettings(rank=3, target_modules=subset if targets == "subset" else targets)
     counts = lora_param_counts(model, settings)
     assert sorted(counts) == [0, 1, 2]
@@ -60,12 +32,12 @@ def test_param_counts_match_peft(build, targets):
         assert trainable == sum(counts[i] for i in layers)
     d = 32
     expected = {
-        (tiny_llama, "all-linear"): 3 * (2 * (d + d) + 2 * (d + 16) + 3 * (d + 64)),
-        (tiny_llama, "subset"): 3 * ((d + 16) + (d + 64)),
-        (tiny_gpt2, "all-linear"): 3 * ((d + 3 * d) + (d + d) + (d + 4 * d) + (4 * d + d)),
-        (tiny_gpt2, "subset"): 3 * (d + 3 * d),
+        ("llama", "all-linear"): 3 * (2 * (d + d) + 2 * (d + 16) + 3 * (d + 64)),
+        ("llama", "subset"): 3 * ((d + 16) + (d + 64)),
+        ("gpt2", "all-linear"): 3 * ((d + 3 * d) + (d + d) + (d + 4 * d) + (4 * d + d)),
+        ("gpt2", "subset"): 3 * (d + 3 * d),
     }
-    assert counts[1] == expected[build, targets]
+    assert counts[1] == expected[arch, targets]
 
 
 def test_fit_cost_reproduces_synthetic_linear_cost():
@@ -85,19 +57,43 @@ def test_fit_cost_reproduces_synthetic_linear_cost():
     assert relative_errors(truth, [(29,)], [0.25], n_layers) == pytest.approx([-0.04])
 
 
-def test_layer_sets_spread_over_depth():
-    assert depth_layer_sets(30, 5) == [(0,), (7,), (14,), (22,), (29,)]
-    assert depth_layer_sets(3, 5) == [(0,), (1,), (2,)]
-    assert check_layer_sets(30) == [(7, 14, 21), tuple(range(15, 30)), (0, 29)]
-    assert check_layer_sets(4) == [(1, 2, 3), (2, 3), (0, 3)]
-    assert check_layer_sets(2) == []
+@pytest.mark.parametrize("n_layers", [1, 2, 3, 4, 7, 12, 30, 36])
+@pytest.mark.parametrize("depths", [1, 2, 5, 8])
+def test_depth_sets_are_single_layers_spread_evenly_from_bottom_to_top(n_layers, depths):
+    sets = depth_layer_sets(n_layers, depths)
+    assert all(len(s) == 1 for s in sets)
+    layers = [layer for (layer,) in sets]
+    assert layers == sorted(set(layers))  # distinct, in order
+    assert len(layers) == min(depths, n_layers)
+    assert layers[0] == 0
+    if len(layers) > 1:
+        assert layers[-1] == n_layers - 1
+        gaps = [b - a for a, b in itertools.pairwise(layers)]
+        assert max(gaps) - min(gaps) <= 1  # as even as integer layers allow
 
 
-@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2])
-def test_measure_cost_memory_is_deterministic_linear_and_grows_with_depth(build):
-    model = build(4)
+@pytest.mark.parametrize("n_layers", [2, 3, 4, 7, 12, 30, 36])
+def test_check_sets_are_distinct_multi_layer_sets_the_fit_has_not_seen(n_layers):
+    sets = check_layer_sets(n_layers)
+    fit_sets = [*depth_layer_sets(n_layers, 5), tuple(range(n_layers))]
+    assert len(set(sets)) == len(sets)
+    for s in sets:
+        assert 1 < len(s) < n_layers and list(s) == sorted(set(s))
+        assert s[0] >= 0 and s[-1] < n_layers
+        assert s not in fit_sets
+    if n_layers >= 3:
+        assert (0, n_layers - 1) in sets  # bottom and top together: depth and count disagree
+        # the sets vary the lowest layer, so they check the depth term of the fit
+        assert len({s[0] for s in sets}) >= 2
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_measure_cost_memory_is_deterministic_linear_and_grows_with_depth(
+    tiny_lm, random_batches, arch
+):
+    model = tiny_lm(arch, 4)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    cost = measure_cost(model, random_batches(), LoraSettings(rank=4), cost_settings=FAST)
+    cost = measure_cost(model, random_batches(2), LoraSettings(rank=4), cost_settings=FAST)
 
     assert cost.fit_sets == [(0,), (1,), (2,), (3,), (0, 1, 2, 3)]
     single = cost.memory.fit_bytes[:4]
@@ -114,7 +110,7 @@ def test_measure_cost_memory_is_deterministic_linear_and_grows_with_depth(build)
     # base model untouched
     assert not any(isinstance(m, LoraLayer) for m in model.modules())
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
-    if build is tiny_llama:
-        again = measure_cost(model, random_batches(), LoraSettings(rank=4), cost_settings=FAST)
+    if arch == "llama":
+        again = measure_cost(model, random_batches(2), LoraSettings(rank=4), cost_settings=FAST)
         assert again.memory == cost.memory
         assert again.params_per_layer == cost.params_per_layer

@@ -12,7 +12,7 @@ import datasets
 import pytest
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import AutoModelForCausalLM, LlamaConfig, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from layercard import data
 from layercard.checkpoint import fetch_all
@@ -156,7 +156,7 @@ def test_measurement_batches_keep_every_row_put_the_head_first_and_cut_padding()
     )
     assert sorted(_rows_of(everything)) == sorted(_rows_of(plain))
 
-def test_model_loss_is_the_mean_over_completion_tokens() -> None:
+def test_model_loss_is_the_mean_over_completion_tokens(tiny_lm) -> None:
     tok = tiny_tokenizer(bos=True)
     examples = [Example("a b c", " d e"), Example("a", " f")]
     batch = next(
@@ -164,17 +164,7 @@ def test_model_loss_is_the_mean_over_completion_tokens() -> None:
             data.tokenize(examples, tok, max_length=8), batch_size=2, pad_id=tok.pad_token_id
         )
     )
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(
-        LlamaConfig(
-            vocab_size=len(WORDS),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-        )
-    )
+    model = tiny_lm("llama", 2, vocab=len(WORDS))
     with torch.no_grad():
         loss = model(**batch).loss
         logp = model(

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 from transformers.pytorch_utils import Conv1D
 
 from layercard.measure import collect_statistics, example_gains, measure, split_layers
@@ -20,36 +20,11 @@ VOCAB = 40
 Example = tuple[list[int], list[int]]  # prompt ids, completion ids
 
 
-def _frozen(model: nn.Module) -> nn.Module:
-    model = model.double().eval()
-    for param in model.parameters():
-        param.requires_grad_(False)
-    return model
-
-
-def _llama() -> nn.Module:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=VOCAB,
-        hidden_size=32,
-        intermediate_size=48,
-        num_hidden_layers=3,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-    )
-    return _frozen(LlamaForCausalLM(config))
-
-
-def _gpt2() -> nn.Module:
-    torch.manual_seed(0)
-    config = GPT2Config(vocab_size=VOCAB, n_embd=32, n_layer=2, n_head=4, n_positions=64)
-    return _frozen(GPT2LMHeadModel(config))
-
-
 @pytest.fixture(scope="module", params=["llama", "gpt2"])
-def model(request: pytest.FixtureRequest) -> nn.Module:
-    return {"llama": _llama, "gpt2": _gpt2}[request.param]()
+def model(request: pytest.FixtureRequest, tiny_lm) -> nn.Module:
+    """The tiny model in float64 (exact comparisons): 3 Llama blocks or 2 GPT-2 blocks."""
+    n_layers = 3 if request.param == "llama" else 2
+    return tiny_lm(request.param, n_layers, vocab=VOCAB, intermediate=48).double()
 
 
 def _examples(count: int, seed: int = 1) -> list[Example]:

@@ -142,7 +142,7 @@ def test_blocks_without_linear_modules_is_a_structure_error() -> None:
         lcm.adaptable_sites(model)
 
 
-def _tiny_checkpoint(directory: Path) -> Path:
+def _tiny_checkpoint(tiny_lm, directory: Path) -> Path:
     """A saved 2-layer random Llama with a word-level tokenizer that has eos but no pad token."""
     words = ["<unk>", "</s>", "the", "cat", "sat"]
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
@@ -150,9 +150,7 @@ def _tiny_checkpoint(directory: Path) -> Path:
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, unk_token="<unk>", eos_token="</s>", padding_side="left"
     )
-    torch.manual_seed(0)
-    config = LlamaConfig(**{**DECODER, "num_hidden_layers": 2})
-    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    tiny_lm("llama", 2, vocab=len(words)).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
     return directory
 
@@ -164,8 +162,8 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "cache"
 
 
-def test_load_local_checkpoint(tmp_path: Path, cache: Path) -> None:
-    directory = _tiny_checkpoint(tmp_path / "ckpt")
+def test_load_local_checkpoint(tiny_lm, tmp_path: Path, cache: Path) -> None:
+    directory = _tiny_checkpoint(tiny_lm, tmp_path / "ckpt")
     loaded = lcm.load_model(str(directory))
     assert (loaded.model_id, loaded.source) == (str(directory), str(directory.resolve()))
     assert (loaded.blocks_path, loaded.n_layers) == ("model.layers", 2)
@@ -180,8 +178,10 @@ def test_load_local_checkpoint(tmp_path: Path, cache: Path) -> None:
     assert loaded.weights_hash == expected
 
 
-def test_weights_hash_sidecar_is_reused_until_the_file_changes(tmp_path: Path, cache: Path) -> None:
-    directory = _tiny_checkpoint(tmp_path / "ckpt")
+def test_weights_hash_sidecar_is_reused_until_the_file_changes(
+    tiny_lm, tmp_path: Path, cache: Path
+) -> None:
+    directory = _tiny_checkpoint(tiny_lm, tmp_path / "ckpt")
     first = weights_hash(weight_files(directory))
     [sidecar] = (cache / "hashes").iterdir()
     # Plant a marker in the sidecar: if the cache is used, the marker shows up in the hash.

@@ -3,22 +3,12 @@ import math
 import pytest
 import torch
 from peft.tuners.lora import LoraLayer
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from layercard.config import LoraSettings
 from layercard.probe import probe_gains, spearman
 
 N_LAYERS = 4
-
-
-def tiny_llama() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=N_LAYERS,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
-        initializer_range=0.2,
-    )  # fmt: skip
-    return LlamaForCausalLM(config).eval().requires_grad_(False)
 
 
 def teacher_batch(teacher, n: int, g: torch.Generator) -> dict:
@@ -32,9 +22,9 @@ def teacher_batch(teacher, n: int, g: torch.Generator) -> dict:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
 
 
-def planted_task(layer: int) -> tuple[LlamaForCausalLM, list[dict], list[dict]]:
+def planted_task(tiny_lm, layer: int) -> tuple[LlamaForCausalLM, list[dict], list[dict]]:
     """A student that equals the teacher except for a rank-1 error in `layer`'s down_proj."""
-    teacher = tiny_llama()
+    teacher = tiny_lm("llama", N_LAYERS, init_range=0.2)
     with torch.no_grad():
         teacher.lm_head.weight.mul_(2)  # confident teacher: its greedy text is learnable
     g = torch.Generator().manual_seed(1)
@@ -49,8 +39,8 @@ def planted_task(layer: int) -> tuple[LlamaForCausalLM, list[dict], list[dict]]:
 
 
 @pytest.mark.parametrize("planted", [1, 3])
-def test_probe_ranks_the_planted_layer_first(planted):
-    student, train, dev = planted_task(planted)
+def test_probe_ranks_the_planted_layer_first(tiny_lm, planted):
+    student, train, dev = planted_task(tiny_lm, planted)
     settings = LoraSettings(rank=2, lr=1e-2, target_modules=("mlp.down_proj",))
     gains = probe_gains(
         student, train, dev, range(N_LAYERS), steps=30, settings=settings, seed=0, progress=False
@@ -62,8 +52,8 @@ def test_probe_ranks_the_planted_layer_first(planted):
     assert not any(isinstance(m, LoraLayer) for m in student.modules())
 
 
-def test_probe_is_deterministic_per_seed():
-    student, train, dev = planted_task(2)
+def test_probe_is_deterministic_per_seed(tiny_lm):
+    student, train, dev = planted_task(tiny_lm, 2)
     settings = LoraSettings(rank=2, lr=1e-2)
     run = {"steps": 3, "settings": settings, "progress": False}
     first = probe_gains(student, train, dev, [0, 2], seed=0, **run)

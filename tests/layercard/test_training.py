@@ -3,10 +3,9 @@ import torch
 import torch.nn.functional as F
 from peft import LoraConfig, get_peft_model
 from peft.tuners.lora import LoraLayer
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
+from layercard.config import LoraSettings
 from layercard.training import (
-    LoraSettings,
     LoraSettingsError,
     dev_loss,
     lora_adapter,
@@ -15,66 +14,27 @@ from layercard.training import (
 )
 
 
-def tiny_llama(n_layers: int = 3) -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=64,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=n_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        initializer_range=0.2,  # large enough that middle layers can move the logits
-    )
-    return LlamaForCausalLM(config).eval().requires_grad_(False)
-
-
-def tiny_gpt2(n_layers: int = 3) -> GPT2LMHeadModel:
-    torch.manual_seed(0)
-    config = GPT2Config(
-        vocab_size=64, n_embd=32, n_layer=n_layers, n_head=4, n_positions=64,
-        initializer_range=0.2, bos_token_id=0, eos_token_id=0,
-    )  # fmt: skip
-    return GPT2LMHeadModel(config).eval().requires_grad_(False)
-
-
-def random_batches(n: int, *, batch_size: int = 4, length: int = 12, seed: int = 0) -> list[dict]:
-    """Batches like layercard.data.batches: prompt of 4 tokens, right padding on some rows."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(n):
-        ids = torch.randint(1, 64, (batch_size, length), generator=g)
-        mask = torch.ones_like(ids)
-        lengths = torch.randint(6, length + 1, (batch_size,), generator=g)
-        for row, used in enumerate(lengths.tolist()):
-            mask[row, used:] = 0
-            ids[row, used:] = 0
-        labels = ids.masked_fill(mask == 0, -100)
-        labels[:, :4] = -100
-        out.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
-    return out
-
-
 def lora_module_names(model) -> set[str]:
     return {name for name, module in model.named_modules() if isinstance(module, LoraLayer)}
 
 
 @pytest.mark.parametrize(
-    ("build", "prefix", "pattern", "modules"),
+    ("arch", "prefix", "pattern", "modules"),
     [
-        (tiny_llama, "model.layers", "layers", ["self_attn.q_proj", "mlp.down_proj"]),
-        (tiny_gpt2, "transformer.h", "h", ["attn.c_attn", "mlp.c_proj"]),
+        ("llama", "model.layers", "layers", ["self_attn.q_proj", "mlp.down_proj"]),
+        ("gpt2", "transformer.h", "h", ["attn.c_attn", "mlp.c_proj"]),
     ],
 )
 @pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing")  # peft vs transformers 5
-def test_lora_config_adapts_exactly_requested_sites(tmp_path, build, prefix, pattern, modules):
-    model = build(4)
+def test_lora_config_adapts_exactly_requested_sites(
+    tmp_path, tiny_lm, arch, prefix, pattern, modules
+):
+    model = tiny_lm(arch, 4, init_range=0.2)
     settings = LoraSettings(rank=4, target_modules=tuple(modules))
     config = lora_config(model, [3, 1], settings)
     assert config.layers_pattern == pattern
     assert config.layers_to_transform == [1, 3]
-    assert config.fan_in_fan_out == (build is tiny_gpt2)
+    assert config.fan_in_fan_out == (arch == "gpt2")
     config.save_pretrained(tmp_path)  # round trip: loads in peft as is
     peft_model = get_peft_model(model, LoraConfig.from_pretrained(tmp_path))
     expected = {f"base_model.model.{prefix}.{i}.{m}" for i in (1, 3) for m in modules}
@@ -82,9 +42,9 @@ def test_lora_config_adapts_exactly_requested_sites(tmp_path, build, prefix, pat
     peft_model.unload()
 
 
-@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2])
-def test_lora_config_default_targets_every_linear_module(build):
-    model = build(2)
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_lora_config_default_targets_every_linear_module(tiny_lm, arch):
+    model = tiny_lm(arch, 2, init_range=0.2)
     config = lora_config(model, [0], LoraSettings())
     with lora_adapter(model, config) as peft_model:
         wrapped = {n.split(".0.", 1)[1] for n in lora_module_names(peft_model)}
@@ -92,21 +52,21 @@ def test_lora_config_default_targets_every_linear_module(build):
         f"mlp.{p}_proj" for p in ("gate", "up", "down")
     }
     gpt2 = {"attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"}
-    expected = gpt2 if build is tiny_gpt2 else llama
+    expected = gpt2 if arch == "gpt2" else llama
     assert wrapped == expected
 
 
-def test_lora_config_rejects_unknown_module_and_layer():
-    model = tiny_llama(2)
+def test_lora_config_rejects_unknown_module_and_layer(tiny_lm):
+    model = tiny_lm("llama", 2, init_range=0.2)
     with pytest.raises(LoraSettingsError, match="q_prj"):
         lora_config(model, [0], LoraSettings(target_modules=("self_attn.q_prj",)))
     with pytest.raises(LoraSettingsError, match=r"\[0, 1\]"):
         lora_config(model, [2], LoraSettings())
 
 
-@pytest.mark.parametrize("build", [tiny_llama, tiny_gpt2])
-def test_train_lora_memorises_and_leaves_base_model_unchanged(build):
-    model = build(3)
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_train_lora_memorises_and_leaves_base_model_unchanged(tiny_lm, random_batches, arch):
+    model = tiny_lm(arch, 3, init_range=0.2)
     batches = random_batches(1, seed=1)
     state_before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
@@ -140,8 +100,10 @@ def test_train_lora_memorises_and_leaves_base_model_unchanged(build):
     assert lora_module_names(model) == set()
 
 
-def test_train_lora_first_loss_is_transformers_loss_and_runs_are_deterministic():
-    model = tiny_llama(2)
+def test_train_lora_first_loss_is_transformers_loss_and_runs_are_deterministic(
+    tiny_lm, random_batches
+):
+    model = tiny_lm("llama", 2, init_range=0.2)
     batches = random_batches(3)
     config = lora_config(model, [0], LoraSettings())
     first = train_lora(model, batches, config, steps=3, lr=1e-3, seed=5)
@@ -158,8 +120,8 @@ def test_train_lora_first_loss_is_transformers_loss_and_runs_are_deterministic()
     )
 
 
-def test_dev_loss_is_mean_over_all_completion_tokens():
-    model = tiny_llama(2)
+def test_dev_loss_is_mean_over_all_completion_tokens(tiny_lm, random_batches):
+    model = tiny_lm("llama", 2, init_range=0.2)
     batches = random_batches(3, batch_size=3)
     total, count = 0.0, 0
     with torch.no_grad():
