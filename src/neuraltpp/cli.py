@@ -18,31 +18,32 @@ import numpy as np
 import torch
 
 from neuraltpp import __version__
-from neuraltpp.builtin import BUILTIN_DATASETS, load_splits
-from neuraltpp.data.containers import EventDataset
-from neuraltpp.data.splits import SPLITS, split_dataset
+from neuraltpp.builtin import BUILTIN_DATASETS
+from neuraltpp.data.splits import SPLITS
 from neuraltpp.demo import DemoConfig, run_demo, simulate_data
-from neuraltpp.evaluation import evaluate
 from neuraltpp.likelihood import FIRST_EVENT, INTEGRATIONS, MODES, LikelihoodOptions
-from neuraltpp.metrics import Metrics, aggregate, describe, save_metrics, write_json
-from neuraltpp.models import MODEL_NAMES, ModelConfig, TPPModel
+from neuraltpp.metrics import describe
+from neuraltpp.models import MODEL_NAMES, ModelConfig
 from neuraltpp.models.config import DT_FUNCTIONS
-from neuraltpp.sim_output import FORMATS, write_simulation
+from neuraltpp.runs import (
+    CheckpointMetrics,
+    EvalRunConfig,
+    PlotRunConfig,
+    RunError,
+    TrainRunConfig,
+    eval_run,
+    plot_run,
+    train_run,
+)
+from neuraltpp.sim_output import FORMATS, SimulationConfig, run_simulation
 from neuraltpp.simulate import (
     HAWKES_SIM,
     HawkesParams,
     SimSpec,
     check_stationary,
     random_stable_params,
-    simulate_dataset,
 )
-from neuraltpp.training import (
-    BEST_CHECKPOINT,
-    LAST_CHECKPOINT,
-    TrainConfig,
-    load_checkpoint,
-    train,
-)
+from neuraltpp.training import LAST_CHECKPOINT, TrainConfig, TrainResult
 
 MODEL_OPTION_HELP = {
     "d_model": "hidden width",
@@ -56,6 +57,16 @@ MODEL_OPTION_HELP = {
     "chunk_size": "selective-scan chunk length (memory ~ chunk^2)",
     "dt_fn": "MHP step function f(gap) of the inter-event time",
     "n_mamba_layers": "mhpe: Mamba layers before the attention layers",
+}
+
+
+FLAGS = {  # config field of a RunError -> the flag that sets it
+    "data": "--data",
+    "split": "--split",
+    "checkpoint": "--checkpoint",
+    "checkpoints": "--checkpoint",
+    "index": "--index",
+    "points": "--points",
 }
 
 
@@ -107,21 +118,6 @@ def float_list(text: str) -> list[float]:
     return values
 
 
-# ----------------------------------------------------------------------------- data
-
-
-def _split(splits: dict[str, EventDataset], name: str, data: str, arg: str) -> EventDataset:
-    if name not in splits:
-        raise CLIError(f"{arg}: {data} has no {name!r} split (it has {sorted(splits)})")
-    if len(splits[name]) == 0:
-        raise CLIError(f"{arg}: the {name!r} split of {data} is empty")
-    return splits[name]
-
-
-def _subset(ds: EventDataset, n: int | None) -> EventDataset:
-    return ds if n is None else dataclasses.replace(ds, sequences=ds.sequences[:n])
-
-
 # ----------------------------------------------------------------------------- shared options
 
 
@@ -171,7 +167,8 @@ def _add_likelihood_options(p: argparse.ArgumentParser, *, inherit: bool) -> Non
     )
 
 
-def _likelihood_options(args: argparse.Namespace, base: LikelihoodOptions) -> LikelihoodOptions:
+def _likelihood_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The likelihood options given on the command line, as `LikelihoodOptions` fields."""
     given = {
         "mode": args.ll_mode,
         "first_event": args.first_event,
@@ -180,7 +177,7 @@ def _likelihood_options(args: argparse.Namespace, base: LikelihoodOptions) -> Li
         "nodes": args.nodes,
         "mc_samples": args.mc_samples,
     }
-    return dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
+    return {k: v for k, v in given.items() if v is not None}
 
 
 def _add_data_options(p: argparse.ArgumentParser, *, split: str | None) -> None:
@@ -225,27 +222,6 @@ def _add_threads(p: argparse.ArgumentParser) -> None:
         help="torch intra-op threads (default 1: these models are small, and extra threads "
         "mostly contend for the cores; raise it for large models)",
     )
-
-
-def _checkpoint_path(text: str) -> Path:
-    path = Path(text)
-    return path / BEST_CHECKPOINT if path.is_dir() else path
-
-
-def _load_model(checkpoint: str) -> tuple[TPPModel, TrainConfig]:
-    try:
-        model, config, _ = load_checkpoint(_checkpoint_path(checkpoint))
-    except ValueError as exc:
-        raise CLIError(f"--checkpoint: {exc}") from exc
-    return model, config
-
-
-def _check_types(model: TPPModel, ds: EventDataset, data: str) -> None:
-    if model.num_types != ds.num_types:
-        raise CLIError(
-            f"--data: {data} has {ds.num_types} event types but the checkpoint's model has "
-            f"{model.num_types}"
-        )
 
 
 # ----------------------------------------------------------------------------- train
@@ -357,38 +333,34 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         seed=args.seed,
-        likelihood=_likelihood_options(args, LikelihoodOptions()),
+        likelihood=LikelihoodOptions(**_likelihood_given(args)),
         type_loss_weight=args.type_loss_weight,
         gap_loss_weight=args.gap_loss_weight,
         grad_clip=args.grad_clip,
         patience=args.patience,
     )
-    splits = load_splits(args.data, seed=args.data_seed, time_scale=args.time_scale)
-    train_ds = _subset(_split(splits, "train", args.data, "--data"), args.max_sequences)
-    dev_ds = _split(splits, "dev", args.data, "--data")
-    write_json(
-        {
-            "data": args.data,
-            "data_seed": args.data_seed,
-            "time_scale": args.time_scale,
-            "max_sequences": args.max_sequences,
-            "train_config": config.to_dict(),
-            "n_train_sequences": len(train_ds),
-            "n_dev_sequences": len(dev_ds),
-        },
-        out / "run.json",
-    )
-    result = train(config, train_ds, dev_ds, out, resume=args.resume, progress=_progress(args))
-    print(
-        f"best epoch {result.best_epoch}: dev LL/event {result.best_dev_ll_per_event:.4f} nats "
-        f"(mode {result.likelihood_mode}); checkpoint {result.best_checkpoint}"
-    )
-    if "test" in splits and len(splits["test"]):
-        metrics = evaluate(
-            result.model, splits["test"], config.likelihood, progress=_progress(args)
+
+    def trained(result: TrainResult) -> None:
+        print(
+            f"best epoch {result.best_epoch}: dev LL/event {result.best_dev_ll_per_event:.4f} "
+            f"nats (mode {result.likelihood_mode}); checkpoint {result.best_checkpoint}"
         )
-        save_metrics(metrics, out / "test_metrics.json", checkpoint=str(result.best_checkpoint))
-        print("test: " + describe(metrics))
+
+    run = train_run(
+        TrainRunConfig(
+            data=args.data,
+            out=out,
+            train=config,
+            data_seed=args.data_seed,
+            time_scale=args.time_scale,
+            max_sequences=args.max_sequences,
+            resume=args.resume,
+        ),
+        progress=_progress(args),
+        on_trained=trained,
+    )
+    if run.test_metrics is not None:
+        print("test: " + describe(run.test_metrics))
     return 0
 
 
@@ -426,49 +398,33 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     """``neuraltpp eval``: one checkpoint → its metrics; several → each run plus mean and spread."""
-    splits = load_splits(args.data, seed=args.data_seed, time_scale=args.time_scale)
-    ds = _split(splits, args.split, args.data, "--split")
-    runs: list[tuple[Metrics, dict[str, Any]]] = []
-    for checkpoint in args.checkpoint:
-        model, config = _load_model(checkpoint)
-        _check_types(model, ds, args.data)
-        options = _likelihood_options(args, config.likelihood)
-        metrics = evaluate(
-            model,
-            ds,
-            options,
+
+    def scored(run: CheckpointMetrics) -> None:
+        print(f"{run.checkpoint}: {describe(run.metrics)}")
+
+    result = eval_run(
+        EvalRunConfig(
+            checkpoints=args.checkpoint,
+            data=args.data,
+            out=args.out,
+            split=args.split,
+            data_seed=args.data_seed,
+            time_scale=args.time_scale,
             batch_size=args.batch_size,
             predictions=not args.no_predictions,
-            progress=_progress(args),
-        )
-        provenance = {
-            "checkpoint": str(_checkpoint_path(checkpoint)),
-            "data": args.data,
-            "split": args.split,
-            "model": config.model,
-        }
-        runs.append((metrics, provenance))
-        print(f"{provenance['checkpoint']}: {describe(metrics)}")
-    if len(runs) == 1:
-        save_metrics(runs[0][0], args.out, **runs[0][1])
-    else:
-        try:
-            spread = aggregate([metrics for metrics, _ in runs])
-        except ValueError as exc:
-            raise CLIError(f"--checkpoint: {exc}") from exc
-        write_json(
-            {
-                "runs": [{**m.to_dict(), **prov} for m, prov in runs],
-                "aggregate": spread.to_dict(),
-            },
-            args.out,
-        )
+            likelihood=_likelihood_given(args),
+        ),
+        progress=_progress(args),
+        on_scored=scored,
+    )
+    spread = result.aggregate
+    if spread is not None:
         ll = "likelihood.ll_per_event"
         print(
             f"over {spread.n_runs} runs: LL/event {spread.mean[ll]:.4f} ± {spread.std[ll]:.4f} "
             f"(mean ± std, {spread.labels.get('likelihood.mode', 'correct')} likelihood)"
         )
-    print(f"wrote {args.out}")
+    print(f"wrote {result.out}")
     return 0
 
 
@@ -553,11 +509,15 @@ def _params_from_args(args: argparse.Namespace) -> HawkesParams:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """``neuraltpp simulate``."""
-    params = _params_from_args(args)
-    ds = simulate_dataset(params, args.sequences, T=args.horizon, seed=args.seed)
-    splits = split_dataset(ds, seed=args.seed)
-    write_simulation(
-        args.out, params, splits, fmt=args.format, horizon=args.horizon, seed=args.seed
+    splits = run_simulation(
+        SimulationConfig(
+            out=args.out,
+            params=_params_from_args(args),
+            n_sequences=args.sequences,
+            horizon=args.horizon,
+            seed=args.seed,
+            fmt=args.format,
+        )
     )
     counts = ", ".join(f"{n} {len(s)} sequences/{s.n_events} events" for n, s in splits.items())
     print(f"wrote {args.out} ({args.format}): {counts}")
@@ -596,28 +556,19 @@ def _add_plot(sub: argparse._SubParsersAction) -> None:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """``neuraltpp plot``."""
-    from neuraltpp.plotting import plot_intensity
-
-    if args.points < 2:
-        raise CLIError(f"--points: must be at least 2, got {args.points}")
-    model, config = _load_model(args.checkpoint)
-    splits = load_splits(args.data, seed=args.data_seed, time_scale=args.time_scale)
-    ds = _split(splits, args.split, args.data, "--split")
-    _check_types(model, ds, args.data)
-    if args.index >= len(ds):
-        raise CLIError(f"--index: {args.index} is out of range; the split has {len(ds)} sequences")
-    seq = ds.sequences[args.index]
-    plot_intensity(
-        model,
-        seq,
-        args.out,
-        type_names=ds.type_names,
-        points_per_interval=args.points,
-        time_unit=ds.metadata.get("time_unit"),
-        title=f"{config.model}: learned intensity, {args.split} sequence {args.index} "
-        f"({seq.seq_id})",
+    out = plot_run(
+        PlotRunConfig(
+            checkpoint=args.checkpoint,
+            data=args.data,
+            out=args.out,
+            split=args.split,
+            index=args.index,
+            points=args.points,
+            data_seed=args.data_seed,
+            time_scale=args.time_scale,
+        )
     )
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -715,6 +666,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         return args.func(args)
+    except RunError as exc:
+        print(f"error: {FLAGS[exc.field]}: {exc.detail}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError) as exc:  # includes DataError and FetchError
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -2,16 +2,46 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from neuraltpp.data.containers import EventDataset
 from neuraltpp.data.easytpp import write_easytpp_json
 from neuraltpp.data.nhp import write_pickle
+from neuraltpp.data.splits import split_dataset
 from neuraltpp.hawkes import true_ll_per_event
 from neuraltpp.metrics import write_json
-from neuraltpp.simulate import HawkesParams
+from neuraltpp.simulate import HAWKES_SIM, HawkesParams, simulate_dataset
 
 FORMATS = ("easytpp", "nhp")  # easytpp: <split>.json; nhp: <split>.pkl
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """What ``neuraltpp simulate`` simulates (``seed`` also draws the split) and where it writes."""
+
+    out: Path
+    params: HawkesParams
+    n_sequences: int = HAWKES_SIM.n_sequences
+    horizon: float = HAWKES_SIM.horizon
+    seed: int = 0
+    fmt: str = "easytpp"  # one of FORMATS
+
+
+def run_simulation(config: SimulationConfig) -> dict[str, EventDataset]:
+    """Simulate ``n_sequences`` on ``[0, horizon]``, split them 80/10/10 and write them with
+    ``params.json`` into ``out``; returns the splits."""
+    ds = simulate_dataset(config.params, config.n_sequences, T=config.horizon, seed=config.seed)
+    splits = split_dataset(ds, seed=config.seed)
+    write_simulation(
+        config.out,
+        config.params,
+        splits,
+        fmt=config.fmt,
+        horizon=config.horizon,
+        seed=config.seed,
+    )
+    return splits
 
 
 def write_simulation(

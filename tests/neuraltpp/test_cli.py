@@ -211,6 +211,18 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ["plot", "--checkpoint", "c", "--data", "{sim}", "--out", "p.png", "--index", "-2"],
             "--index",
         ),
+        (
+            ["eval", "--checkpoint", "c", "--data", "{sim}/dev.json", "--out", "{tmp}/m.json"],
+            "error: --split: ",
+        ),
+        (
+            ["plot", "--checkpoint", "c", "--data", "{sim}", "--out", "p.png", "--points", "1"],
+            "error: --points: ",
+        ),
+        (
+            ["plot", "--checkpoint", "{tmp}/c", "--data", "{sim}", "--out", "p"],
+            "error: --checkpoint: ",
+        ),
         (["demo", "--epochs", "0"], "--epochs"),
         (
             ["plot", "--checkpoint", "c", "--data", "d", "--out", "p.png", "--threads", "0"],

@@ -1,0 +1,267 @@
+"""The pipelines behind ``neuraltpp train``, ``eval`` and ``plot``, on run directories.
+
+Each takes one config (data named as ``--data`` takes it: a built-in name or a path) and goes
+load → train → evaluate → write: `train_run` (``run.json``, the checkpoints,
+``train_result.json``, ``test_metrics.json``), `eval_run` (a metrics JSON) and `plot_run` (a
+PNG). Input the caller can fix raises `RunError`, which names the config field at fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from neuraltpp.builtin import load_splits
+from neuraltpp.data.containers import EventDataset
+from neuraltpp.evaluation import evaluate
+from neuraltpp.metrics import AggregateMetrics, Metrics, aggregate, save_metrics, write_json
+from neuraltpp.models import TPPModel
+from neuraltpp.training import BEST_CHECKPOINT, TrainConfig, TrainResult, load_checkpoint, train
+
+RUN_FILE = "run.json"
+TEST_METRICS_FILE = "test_metrics.json"
+
+
+class RunError(ValueError):
+    """Bad run input; ``field`` names the config field at fault (the CLI shows its flag)."""
+
+    def __init__(self, field: str, detail: str) -> None:
+        super().__init__(f"{field}: {detail}")
+        self.field = field
+        self.detail = detail
+
+
+def select_split(splits: dict[str, EventDataset], name: str, data: str, field: str) -> EventDataset:
+    """Split ``name`` of ``data``; RunError on ``field`` when it is missing or empty."""
+    if name not in splits:
+        raise RunError(field, f"{data} has no {name!r} split (it has {sorted(splits)})")
+    if len(splits[name]) == 0:
+        raise RunError(field, f"the {name!r} split of {data} is empty")
+    return splits[name]
+
+
+def checkpoint_path(path: str | Path) -> Path:
+    """The checkpoint file a path names: a run directory means its ``best.pt``."""
+    path = Path(path)
+    return path / BEST_CHECKPOINT if path.is_dir() else path
+
+
+def _load_model(checkpoint: str | Path, field: str) -> tuple[TPPModel, TrainConfig]:
+    try:
+        model, config, _ = load_checkpoint(checkpoint_path(checkpoint))
+    except ValueError as exc:
+        raise RunError(field, str(exc)) from exc
+    return model, config
+
+
+def _check_types(model: TPPModel, ds: EventDataset, data: str) -> None:
+    if model.num_types != ds.num_types:
+        raise RunError(
+            "data",
+            f"{data} has {ds.num_types} event types but the checkpoint's model has "
+            f"{model.num_types}",
+        )
+
+
+# ----------------------------------------------------------------------------- train
+
+
+@dataclass(frozen=True)
+class TrainRunConfig:
+    """A training run: the data, the output directory and the `TrainConfig`."""
+
+    data: str
+    out: Path
+    train: TrainConfig = field(default_factory=TrainConfig)
+    data_seed: int = 0  # seed of built-in data simulation and of random splits
+    time_scale: float | None = None  # divide all times by this
+    max_sequences: int | None = None  # train on the first N training sequences only
+    resume: bool = False  # continue from ``out/last.pt``
+
+
+@dataclass
+class TrainRunResult:
+    """The training result and, when the data has a non-empty test split, its metrics."""
+
+    train: TrainResult
+    run_file: Path
+    test_metrics: Metrics | None
+    test_metrics_file: Path | None
+
+
+def train_run(
+    config: TrainRunConfig,
+    *,
+    progress: bool = False,
+    on_trained: Callable[[TrainResult], None] | None = None,
+) -> TrainRunResult:
+    """Load the splits, write ``run.json``, train into ``out`` and score the best model on the
+    test split (``test_metrics.json``); ``on_trained`` sees the training result before that."""
+    splits = load_splits(config.data, seed=config.data_seed, time_scale=config.time_scale)
+    train_ds = select_split(splits, "train", config.data, "data")
+    if config.max_sequences is not None:
+        train_ds = dataclasses.replace(
+            train_ds, sequences=train_ds.sequences[: config.max_sequences]
+        )
+    dev_ds = select_split(splits, "dev", config.data, "data")
+    run_file = config.out / RUN_FILE
+    write_json(
+        {
+            "data": config.data,
+            "data_seed": config.data_seed,
+            "time_scale": config.time_scale,
+            "max_sequences": config.max_sequences,
+            "train_config": config.train.to_dict(),
+            "n_train_sequences": len(train_ds),
+            "n_dev_sequences": len(dev_ds),
+        },
+        run_file,
+    )
+    result = train(
+        config.train, train_ds, dev_ds, config.out, resume=config.resume, progress=progress
+    )
+    if on_trained is not None:
+        on_trained(result)
+    if "test" not in splits or len(splits["test"]) == 0:
+        return TrainRunResult(result, run_file, None, None)
+    metrics = evaluate(result.model, splits["test"], config.train.likelihood, progress=progress)
+    metrics_file = config.out / TEST_METRICS_FILE
+    save_metrics(metrics, metrics_file, checkpoint=str(result.best_checkpoint))
+    return TrainRunResult(result, run_file, metrics, metrics_file)
+
+
+# ----------------------------------------------------------------------------- eval
+
+
+@dataclass(frozen=True)
+class EvalRunConfig:
+    """Checkpoints to score on one split, and the metrics JSON to write."""
+
+    checkpoints: Sequence[str | Path]  # files or run directories (their best.pt)
+    data: str
+    out: Path
+    split: str = "test"
+    data_seed: int = 0
+    time_scale: float | None = None
+    batch_size: int = 64
+    predictions: bool = True  # False: the log-likelihood only
+    likelihood: dict[str, Any] = field(default_factory=dict)  # overrides each checkpoint's own
+
+
+@dataclass
+class CheckpointMetrics:
+    """One checkpoint's metrics, with the file and the model name it came from."""
+
+    checkpoint: Path
+    model: str
+    metrics: Metrics
+
+
+@dataclass
+class EvalRunResult:
+    """Each checkpoint's metrics and, for several, their mean and spread."""
+
+    runs: list[CheckpointMetrics]
+    aggregate: AggregateMetrics | None
+    out: Path
+
+
+def eval_run(
+    config: EvalRunConfig,
+    *,
+    progress: bool = False,
+    on_scored: Callable[[CheckpointMetrics], None] | None = None,
+) -> EvalRunResult:
+    """Score every checkpoint on the split (its training likelihood with ``config.likelihood``
+    on top) and write ``out``: one checkpoint's metrics, or every run plus their aggregate;
+    ``on_scored`` sees each checkpoint's metrics as they come."""
+    splits = load_splits(config.data, seed=config.data_seed, time_scale=config.time_scale)
+    ds = select_split(splits, config.split, config.data, "split")
+    runs: list[CheckpointMetrics] = []
+    for checkpoint in config.checkpoints:
+        model, train_config = _load_model(checkpoint, "checkpoints")
+        _check_types(model, ds, config.data)
+        metrics = evaluate(
+            model,
+            ds,
+            dataclasses.replace(train_config.likelihood, **config.likelihood),
+            batch_size=config.batch_size,
+            predictions=config.predictions,
+            progress=progress,
+        )
+        runs.append(CheckpointMetrics(checkpoint_path(checkpoint), train_config.model, metrics))
+        if on_scored is not None:
+            on_scored(runs[-1])
+
+    def provenance(run: CheckpointMetrics) -> dict[str, str]:
+        return {
+            "checkpoint": str(run.checkpoint),
+            "data": config.data,
+            "split": config.split,
+            "model": run.model,
+        }
+
+    if len(runs) == 1:
+        save_metrics(runs[0].metrics, config.out, **provenance(runs[0]))
+        return EvalRunResult(runs, None, config.out)
+    try:
+        spread = aggregate([run.metrics for run in runs])
+    except ValueError as exc:
+        raise RunError("checkpoints", str(exc)) from exc
+    write_json(
+        {
+            "runs": [{**run.metrics.to_dict(), **provenance(run)} for run in runs],
+            "aggregate": spread.to_dict(),
+        },
+        config.out,
+    )
+    return EvalRunResult(runs, spread, config.out)
+
+
+# ----------------------------------------------------------------------------- plot
+
+
+@dataclass(frozen=True)
+class PlotRunConfig:
+    """A checkpoint, one sequence of a split, and the PNG to write."""
+
+    checkpoint: str | Path  # file or run directory (its best.pt)
+    data: str
+    out: Path
+    split: str = "test"
+    index: int = 0  # sequence index within the split
+    points: int = 32  # grid points per inter-event interval
+    data_seed: int = 0
+    time_scale: float | None = None
+
+
+def plot_run(config: PlotRunConfig) -> Path:
+    """Plot the checkpoint's intensity per type over sequence ``index`` of the split into
+    ``out``; returns ``out``."""
+    from neuraltpp.plotting import plot_intensity  # matplotlib only when plotting
+
+    if config.points < 2:
+        raise RunError("points", f"must be at least 2, got {config.points}")
+    model, train_config = _load_model(config.checkpoint, "checkpoint")
+    splits = load_splits(config.data, seed=config.data_seed, time_scale=config.time_scale)
+    ds = select_split(splits, config.split, config.data, "split")
+    _check_types(model, ds, config.data)
+    if config.index >= len(ds):
+        raise RunError(
+            "index", f"{config.index} is out of range; the split has {len(ds)} sequences"
+        )
+    seq = ds.sequences[config.index]
+    plot_intensity(
+        model,
+        seq,
+        config.out,
+        type_names=ds.type_names,
+        points_per_interval=config.points,
+        time_unit=ds.metadata.get("time_unit"),
+        title=f"{train_config.model}: learned intensity, {config.split} sequence {config.index} "
+        f"({seq.seq_id})",
+    )
+    return config.out
