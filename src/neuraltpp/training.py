@@ -240,8 +240,15 @@ def train_epoch(
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same directory, then ``os.replace``."""
-    atomic_write(path, lambda p: torch.save(obj, p))
+    """``torch.save`` to a temporary file in the same directory, then ``os.replace``. Saved
+    through a file object, so the archive's inner folder name is torch's fixed default rather
+    than the random temporary name: the same checkpoint gives the same bytes."""
+
+    def save(tmp: Path) -> None:
+        with tmp.open("wb") as f:
+            torch.save(obj, f)
+
+    atomic_write(path, save)
 
 
 def _rng_state() -> dict[str, Any]:
