@@ -169,8 +169,14 @@ def _provenance(
     )
 
 
-def build_card(config: BuildConfig) -> Card:
-    """Measure the model on the task and assemble the card (nothing is written)."""
+def build_card(
+    config: BuildConfig, *, loaded: LoadedModel | None = None, task: data.TaskData | None = None
+) -> Card:
+    """Measure the model on the task and assemble the card (nothing is written).
+
+    `loaded` / `task`: a model (see `models.frozen_model`) or task data the caller already has,
+    used instead of loading `config.model` / `config.task`.
+    """
     config.validate()
     start = time.perf_counter()
     stages: dict[str, float] = {}
@@ -180,8 +186,10 @@ def build_card(config: BuildConfig) -> Card:
         stages[name] = now - since
         return now
 
-    task = data.load_task(config.task, seed=config.seed)  # cheap: a bad --task fails fast
-    loaded = load_model(config.model)
+    if task is None:
+        task = data.load_task(config.task, seed=config.seed)  # cheap: a bad --task fails fast
+    if loaded is None:
+        loaded = load_model(config.model)
     probe_examples = task.train[: config.probe_examples]
     shape = {"kind": task.kind, "max_length": config.max_length, "batch_size": config.batch_size}
     probe_batches = data.task_batches(probe_examples, loaded.tokenizer, **shape)  # training order

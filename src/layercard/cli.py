@@ -1,4 +1,4 @@
-"""Command line: `layercard build | show | fetch`."""
+"""Command line: `layercard build | show | place | fetch`."""
 
 from __future__ import annotations
 
@@ -33,6 +33,17 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message}\n(see `{self.prog} --help`)\n")
 
 
+PLACE_HELP = """\
+Choose the layers to adapt with LoRA for one objective, from a Layer Card: the card's
+single-layer gains (its probes when it has them, else its prediction) combined through its
+coupling matrix, and its measured cost model. Prints the layers, modules and why; with --out
+also writes peft's adapter_config.json (LoraConfig.from_pretrained(DIR) loads it) and a
+Pareto plot of gain vs cost.
+
+examples: layercard place runs/demo-card --max-layers 8
+          layercard place runs/demo-card --budget time=0.5 --out runs/demo-place
+"""
+
 BUILD_HELP = """\
 Measure a frozen causal LM on a task and write a Layer Card into --out:
   card.json  versioned schema (layercard/card@1): provenance, per-layer and per-module
@@ -48,6 +59,17 @@ completion (generation) or prompt and label (classification), or a `datasets` di
 
 example: layercard build --model smollm2-135m --task sentiment --out runs/demo-card
 """
+
+
+def _budget(text: str) -> tuple[str, float]:
+    """--budget KIND=SHARE, e.g. time=0.5."""
+    kind, _, share = text.partition("=")
+    try:
+        return kind, float(share)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected KIND=SHARE such as time=0.5, got {text!r}"
+        ) from None
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -75,6 +97,23 @@ def make_parser() -> argparse.ArgumentParser:
     show.add_argument("card", type=Path, help="card.json, or the directory holding it")
     show.add_argument("--width", type=int, metavar="N",
                       default=100, help="wrap findings at this width")
+
+    placement = commands.add_parser(
+        "place", help="choose the layers to LoRA-tune for an objective, from a card",
+        description=PLACE_HELP, formatter_class=_Formatter,
+    )
+    placement.add_argument("card", type=Path, help="card.json, or the directory holding it")
+    goal = placement.add_mutually_exclusive_group(required=True)
+    goal.add_argument("--max-layers", type=int, metavar="K",
+                      help="the best set of at most K layers")
+    goal.add_argument("--target-gain", type=float, metavar="SHARE",
+                      help="the cheapest set reaching this share (0-1] of the all-layer gain")
+    goal.add_argument("--budget", type=_budget, metavar="KIND=SHARE",
+                      help="the best set costing at most SHARE of all-layer LoRA; KIND is time "
+                      "(step time), memory (training memory) or params (LoRA parameters)")
+    placement.add_argument("--out", type=Path, metavar="DIR",
+                           help="write adapter_config.json (peft LoraConfig), placement.json, "
+                           "placement.md and pareto.png here (a previous placement is replaced)")
 
     commands.add_parser(
         "fetch", help="download the built-in model and tasks into the cache",
@@ -113,6 +152,26 @@ def _show(args: argparse.Namespace) -> None:
     sys.stdout.write(render_text(read_card(path), width=args.width))
 
 
+def _place(args: argparse.Namespace) -> None:
+    from layercard.codec import read_card
+    from layercard.decide import Objective, place
+
+    path = args.card / "card.json" if args.card.is_dir() else args.card
+    card = read_card(path)
+    objective = Objective(args.max_layers, args.target_gain, args.budget)
+    placement = place(card, objective)
+    chosen = placement.chosen
+    print(f"layers: {', '.join(map(str, chosen.layers))}")
+    print(f"modules: {', '.join(placement.modules)}")
+    print(placement.reason)
+    if args.out is not None:
+        from layercard.placement import write_placement
+
+        out = write_placement(card, placement, args.out)
+        print(f"wrote {out}/ (adapter_config.json: LoraConfig.from_pretrained({str(out)!r}))",
+              file=sys.stderr)
+
+
 def _fetch(_: argparse.Namespace) -> None:
     from layercard.checkpoint import fetch_all
 
@@ -123,7 +182,7 @@ def _fetch(_: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `layercard` command; returns the exit status."""
     args = make_parser().parse_args(argv)
-    command = {"build": _build, "show": _show, "fetch": _fetch}[args.command]
+    command = {"build": _build, "show": _show, "place": _place, "fetch": _fetch}[args.command]
     try:
         command(args)
     except ValueError as err:  # user-fixable errors (bad model, task, data, option, card file)

@@ -164,14 +164,29 @@ def load_model(spec: str, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
             raise ModelLoadError(f"{directory}: no weight files ({', '.join(WEIGHT_SUFFIXES)})")
         source = str(directory.resolve())
         digest = weights_hash(files)
+    return frozen_model(model, tokenizer, spec, source=source, weights_hash=digest)
+
+
+def frozen_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    model_id: str,
+    *,
+    source: str | None = None,
+    weights_hash: str = "in-memory",
+) -> LoadedModel:
+    """A model the caller already has, prepared for measurement as `load_model` prepares one:
+    eval mode, requires_grad False everywhere, padding on the right with a pad token."""
     model.eval()
     model.requires_grad_(False)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ModelLoadError(
-                f"--model {spec!r}: the tokenizer has neither a pad nor an eos token"
+                f"--model {model_id!r}: the tokenizer has neither a pad nor an eos token"
             )
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
     blocks_path, blocks = find_blocks(model)
-    return LoadedModel(model, tokenizer, spec, source, digest, blocks_path, len(blocks))
+    return LoadedModel(
+        model, tokenizer, model_id, source or model_id, weights_hash, blocks_path, len(blocks)
+    )

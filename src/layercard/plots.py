@@ -8,7 +8,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from commonio.atomic import atomic_write
-from layercard.decide import cost_model, greedy_order
+from layercard.decide import Placement, cost_model, greedy_order, layer_gains
 from layercard.schema import Card
 
 _DPI = 110
@@ -125,8 +125,8 @@ def plot_gain_vs_cost(card: Card, path: Path) -> Path:
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()
     singles = [cost([entry.layer]) for entry in card.layers]
-    ax.scatter(singles, [entry.predicted_gain for entry in card.layers], s=14, color="C0",
-               label="single layer")
+    gains, source = layer_gains(card)
+    ax.scatter(singles, gains, s=14, color="C0", label=f"single layer ({source})")
     prefix: list[int] = []
     xs, ys = [], []
     for layer, gain in order:
@@ -138,10 +138,33 @@ def plot_gain_vs_cost(card: Card, path: Path) -> Path:
         if k < 8:
             ax.annotate(str(layer), (x, y), fontsize=7, xytext=(3, -9), textcoords="offset points")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("predicted gain (½ vᵀR⁻¹v)")
+    ax.set_ylabel("gain of the set (½ vᵀR⁻¹v)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("predicted gain vs cost; numbers: first layers picked greedily", fontsize=9)
+    return _save(fig, path)
+
+
+def plot_pareto(placement: Placement, path: Path) -> Path:
+    """The gain-vs-cost Pareto front of layer sets (relative to all layers), and the choice."""
+    everything = placement.all_layers
+    kind = "time" if everything.seconds is not None else "params"
+    total_cost, total_gain = everything.cost(kind), everything.gain or 1.0
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    xs = [c.cost(kind) / total_cost for c in placement.front]
+    ys = [c.gain / total_gain for c in placement.front]
+    ax.plot(xs, ys, marker="o", markersize=3, color="C0", label="Pareto front of layer sets")
+    chosen = placement.chosen
+    ax.scatter([chosen.cost(kind) / total_cost], [chosen.gain / total_gain], s=80, color="C3",
+               zorder=3, label=f"chosen ({placement.objective.describe()}): "
+               f"layers {', '.join(map(str, chosen.layers))}"[:90])
+    ax.scatter([1.0], [1.0], s=40, marker="s", color="k", zorder=3, label="all layers")
+    ax.set_xlabel(f"predicted {'step time' if kind == 'time' else 'LoRA parameters'}, "
+                  "relative to all-layer LoRA")
+    ax.set_ylabel(f"gain relative to all layers ({placement.gain_source})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return _save(fig, path)
 
 

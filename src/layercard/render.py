@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from layercard.decide import cost_model
+from layercard.decide import PlacementError, candidates, cost_model, place, standard_objectives
 from layercard.findings import findings
 from layercard.formatting import fmt, fmt_bytes
 from layercard.schema import Card
@@ -100,6 +100,20 @@ def front_matter(card: Card) -> dict[str, Any]:
     }
 
 
+def placement_text(card: Card) -> str:
+    """Why which layers: the recommended placement for each standard objective, with the
+    command that reproduces it (`layercard place card.json ...`)."""
+    cands = candidates(card)
+    lines = []
+    for objective in standard_objectives(card):
+        try:
+            text = place(card, objective, cands).reason
+        except PlacementError as err:
+            text = str(err)
+        lines.append(f"- `layercard place card.json {objective.describe()}`: {text}")
+    return "\n".join(lines)
+
+
 def to_markdown(card: Card) -> str:
     """card.md: YAML front matter, findings, per-layer and per-module tables, provenance."""
     p = card.provenance
@@ -121,6 +135,8 @@ def to_markdown(card: Card) -> str:
         ),
         "## Findings",
         "\n".join(f"- {line}" for line in findings(card)),
+        "## Placement",
+        placement_text(card),
         "## Per layer",
         _markdown_table(*layer_table(card)),
         "## Per module type",

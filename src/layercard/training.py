@@ -76,27 +76,41 @@ def target_sites(model: nn.Module, layers: Sequence[int], settings: LoraSettings
     return [s for s in sites if s.layer in chosen and s.module in wanted]
 
 
-def lora_config(model: nn.Module, layers: Sequence[int], settings: LoraSettings) -> LoraConfig:
-    """A peft LoraConfig adapting the settings' target modules on exactly `layers`; loads as is.
+def peft_lora_config(
+    blocks_path: str,
+    modules: Sequence[str],
+    layers: Sequence[int],
+    settings: LoraSettings,
+    *,
+    fan_in_fan_out: bool = False,
+) -> LoraConfig:
+    """A peft LoraConfig adapting `modules` (names relative to a block) on exactly `layers`.
 
     Uses layers_to_transform + layers_pattern (last component of the block path, e.g. "layers" for
-    "model.layers", "h" for "transformer.h"); fan_in_fan_out is set for GPT-2 style Conv1D.
+    "model.layers", "h" for "transformer.h"); fan_in_fan_out is for GPT-2 style Conv1D (peft
+    also sets it itself, with a warning, when it finds Conv1D targets).
     """
-    path, blocks = find_blocks(model)
-    sites = target_sites(model, layers, settings)
-    names = [n for n in _block_module_names(model) if any(s.module == n for s in sites)]
-    conv1d = [isinstance(site_module(model, s, blocks), Conv1D) for s in sites]
     return LoraConfig(
         r=settings.rank,
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
-        target_modules=names,
+        target_modules=list(modules),
         layers_to_transform=sorted(set(layers)),
-        layers_pattern=path.split(".")[-1],
-        fan_in_fan_out=all(conv1d),
+        layers_pattern=blocks_path.split(".")[-1],
+        fan_in_fan_out=fan_in_fan_out,
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def lora_config(model: nn.Module, layers: Sequence[int], settings: LoraSettings) -> LoraConfig:
+    """A peft LoraConfig adapting the settings' target modules of `model` on exactly `layers`;
+    loads as is (fan_in_fan_out set when the targets are GPT-2 style Conv1D)."""
+    path, blocks = find_blocks(model)
+    sites = target_sites(model, layers, settings)
+    names = [n for n in _block_module_names(model) if any(s.module == n for s in sites)]
+    conv1d = [isinstance(site_module(model, s, blocks), Conv1D) for s in sites]
+    return peft_lora_config(path, names, layers, settings, fan_in_fan_out=all(conv1d))
 
 
 @contextmanager

@@ -291,3 +291,30 @@ def test_benchmark_quick_smoke_run(tiny_model: Path, tiny_task: Path, tmp_path: 
     assert result["machine"]["cpu_count"] >= 1
     assert (out / "bench_card.png").read_bytes().startswith(b"\x89PNG")
     assert "card build" in (out / "bench_card.md").read_text()
+
+
+def test_probe_benchmark_runs_every_planned_run_and_skips_finished_ones(
+    tiny_model: Path, tiny_task: Path, tmp_path: Path
+) -> None:
+    script = Path(__file__).parents[2] / "benchmarks" / "bench_probes.py"
+    out = tmp_path / "probes"
+    command = [sys.executable, str(script), "--quick", "--quiet", "--model", str(tiny_model),
+               "--tasks", str(tiny_task), "--long-count", "2", "--out", str(out)]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    runs = out / "runs" / "reviews"
+    files = sorted(p.name for p in runs.glob("L*.json"))
+    # 3 layers x 2 seeds, 2 longer runs (bottom and top), and the multi-layer sets of 3 layers
+    assert len([f for f in files if f.endswith("-s2-seed0.json") and "_" not in f]) >= 3
+    assert {"L0-s2-seed1.json", "L2-s2-seed1.json", "L0-s4-seed0.json", "L2-s4-seed0.json",
+            "L0-2-s2-seed0.json"} <= set(files)
+    run = json.loads((runs / "L1-s2-seed0.json").read_text())
+    base = json.loads((runs / "base.json").read_text())
+    assert run["gain"] == pytest.approx(base["dev_loss"] - run["dev_loss"])
+    assert 0.0 <= run["accuracy"] <= 1.0 and len(run["train_losses"]) == 2
+    stamps = {p.name: p.stat().st_mtime_ns for p in runs.iterdir() if p.name != "meta.json"}
+    again = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert again.returncode == 0, again.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in runs.iterdir() if p.name != "meta.json"} == (
+        stamps  # nothing re-run
+    )
