@@ -1,0 +1,112 @@
+"""Candidate predictors of LoRA gain per layer, from the gradients the probe runs would see.
+
+For each task: the frozen model's weight gradient of every adaptable linear module on each
+probe batch (the batches, loss and batch size of `layercard.probe`), accumulated as the mean μ
+and per-coordinate variance σ² over batches, in weight space and in the LoRA-B space of a
+random LoRA A (peft's initialisation, B = 0). From them, per module and summed per layer:
+gradient norms (Frobenius, row-L2 sum, L1), the first Adam step's predicted gain (Adam's first
+update is lr·sign(g)), and its noise-aware version Σ μ²/√(μ²+σ²) (Adam's update per coordinate
+is about lr·μ/√(μ²+σ²) under batch noise). The card's own per-site diagnostics are in
+<out>/cards/<task>/card.json (bench_probes.py). Writes <out>/features/<task>.json.
+
+    python benchmarks/probe_features.py --out benchmarks/results/probes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from commonio.atomic import write_text
+from layercard import data
+from layercard.config import BuildConfig, add_config_arguments, config_from_args
+from layercard.models import adaptable_sites, find_blocks, load_model, site_module
+from layercard.training import causal_lm_loss
+
+
+def site_features(
+    model: torch.nn.Module, batches: list[dict], *, rank: int, alpha: float, seed: int
+) -> dict[str, dict[str, float]]:
+    """Per site ("layer:module"): the candidate predictors over the batches (see module doc)."""
+    sites = adaptable_sites(model)
+    _, blocks = find_blocks(model)
+    weights = {s: site_module(model, s, blocks).weight for s in sites}
+    gen = torch.Generator().manual_seed(seed)
+    lora_a = {}
+    for s in sites:
+        bound = 1.0 / math.sqrt(s.d_in)  # kaiming_uniform(a=√5) as peft initialises LoRA A
+        lora_a[s] = (torch.rand(rank, s.d_in, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+    sums = {s: [0.0, 0.0, 0.0, 0.0] for s in sites}  # Σg, Σg², Σg_B, Σg_B² (tensors after 1st)
+    for w in weights.values():
+        w.requires_grad_(True)
+    try:
+        for batch in tqdm(batches, desc="gradients", leave=False):
+            model.zero_grad(set_to_none=True)
+            causal_lm_loss(model, batch).backward()
+            for s in sites:
+                g = weights[s].grad.double()
+                if g.shape != (s.d_out, s.d_in):  # GPT-2 Conv1D stores (in, out)
+                    g = g.T
+                gb = (alpha / rank) * g @ lora_a[s].T
+                acc = sums[s]
+                acc[0] = acc[0] + g
+                acc[1] = acc[1] + g * g
+                acc[2] = acc[2] + gb
+                acc[3] = acc[3] + gb * gb
+    finally:
+        for w in weights.values():
+            w.requires_grad_(False)
+        model.zero_grad(set_to_none=True)
+    n = len(batches)
+    out = {}
+    for s in sites:
+        mu, sq, mu_b, sq_b = (t / n for t in sums[s])
+        var = (sq - mu * mu).clamp_min(0)
+        var_b = (sq_b - mu_b * mu_b).clamp_min(0)
+        snr_w = mu * mu / torch.sqrt(mu * mu + var).clamp_min(1e-300)
+        snr_b = mu_b * mu_b / torch.sqrt(mu_b * mu_b + var_b).clamp_min(1e-300)
+        out[f"{s.layer}:{s.module}"] = {
+            "grad_fro": float(mu.norm()),
+            "grad_l21": float(mu.norm(dim=1).sum()),
+            "grad_l1": float(mu.abs().sum()),  # first full-weight Adam step: lr·‖μ‖₁
+            "adam_w_snr": float(snr_w.sum()),
+            "lora_l1": float(mu_b.abs().sum()),  # first LoRA Adam step: lr·‖μ_B‖₁
+            "lora_snr": float(snr_b.sum()),
+            "snr_share": float(snr_b.sum() / mu_b.abs().sum().clamp_min(1e-300)),
+        }
+    return out
+
+
+def main() -> None:
+    """Compute the features of every task given and write <out>/features/<task>.json."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    add_config_arguments(parser, BuildConfig, skip=("task", "cost", "depths", "timed_steps"),
+                         defaults={"model": "smollm2-135m"})
+    parser.add_argument("--tasks", nargs="+", default=["sentiment", "dialog"])
+    args = parser.parse_args()
+    for name in args.tasks:
+        config = config_from_args(BuildConfig, args, task=name)
+        loaded = load_model(config.model)
+        task = data.load_task(name, seed=config.seed)
+        path = args.out / "features" / f"{task.name}.json"
+        if path.exists():
+            continue
+        batches = data.task_batches(
+            task.train[: config.probe_examples], loaded.tokenizer, kind=task.kind,
+            max_length=config.max_length, batch_size=config.batch_size,
+        )
+        settings = config.lora_settings()
+        features = site_features(loaded.model, batches, rank=settings.rank, alpha=settings.alpha,
+                                 seed=config.seed)
+        write_text(path, json.dumps({"task": task.name, "sites": features}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

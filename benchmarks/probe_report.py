@@ -1,0 +1,228 @@
+"""Report of the probe benchmark: which cheap quantity predicts the measured LoRA gains.
+
+Reads what bench_probes.py and probe_features.py wrote under --out (runs/, cards/, features/)
+and writes probe_report.json, probe_report.md and one scatter plot per task: every candidate
+predictor's Spearman rank correlation with the probed single-layer gains (and, for
+classification, with the probed dev accuracy), the probes' own seed-to-seed Spearman (the
+ceiling any prediction can reach), whether the probes rank like longer runs, and how well set
+predictions (single-layer values combined through the card's coupling) rank measured sets.
+The headline predictor is chosen on --choose-on and confirmed on the other task unchanged.
+
+    python benchmarks/probe_report.py --out benchmarks/results/probes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from scipy.stats import spearmanr
+
+from commonio.atomic import atomic_write, write_text
+from layercard.codec import read_card
+from layercard.decide import predicted_gain
+from layercard.schema import Card
+
+CARD_QUANTITIES = ("predicted_gain", "resnorm2", "resnorm2_rank", "rel_resnorm", "grad_norm",
+                   "max_condition_number", "max_noise_amplification")
+
+
+def _spearman(x: list[float], y: list[float]) -> float:
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return math.nan
+    return float(spearmanr(x, y).statistic)
+
+
+def load_runs(directory: Path) -> list[dict]:
+    """Every finished run of one task."""
+    return [json.loads(p.read_text()) for p in sorted(directory.glob("L*.json"))]
+
+
+def predictors(card: Card, features: dict | None) -> dict[str, list[float]]:
+    """Per candidate, its value for every layer (the card's quantities, depth, and the gradient
+    features summed over a layer's modules)."""
+    n = card.n_layers
+    out = {q: [float(getattr(e, q)) for e in card.layers] for q in CARD_QUANTITIES}
+    out["depth"] = [float(i) for i in range(n)]
+    if features is not None:
+        names = next(iter(features["sites"].values())).keys()
+        for name in names:
+            per_layer = [0.0] * n
+            for key, values in features["sites"].items():
+                per_layer[int(key.split(":")[0])] += values[name]
+            out[name] = per_layer
+    return out
+
+
+def _set_prediction(values: list[float], rho: np.ndarray, layers: list[int]) -> float:
+    """A set's predicted gain: ½ vᵀR⁻¹v with v = √(2·single-layer value)."""
+    v2 = 2.0 * np.clip(np.asarray(values, dtype=np.float64), 0.0, None)
+    return predicted_gain(v2, rho, layers)
+
+
+def task_report(out: Path, task: str, steps: int, seeds: list[int]) -> dict:
+    """The comparison for one task (whatever runs have finished so far)."""
+    card = read_card(out / "cards" / task / "card.json")
+    feature_path = out / "features" / f"{task}.json"
+    features = json.loads(feature_path.read_text()) if feature_path.exists() else None
+    runs = load_runs(out / "runs" / task)
+    single = {(r["layers"][0], r["seed"]): r for r in runs
+              if len(r["layers"]) == 1 and r["steps"] == steps}
+    first = seeds[0]
+    layers = sorted(layer for layer, seed in single if seed == first)
+    gains = [single[(i, first)]["gain"] for i in layers]
+    accuracy = [single[(i, first)]["accuracy"] for i in layers]
+    report: dict = {"task": task, "n_layers": card.n_layers, "probed_layers": layers,
+                    "gains": gains, "accuracy": accuracy if accuracy and accuracy[0] is not None
+                    else None}
+    candidates = predictors(card, features)
+    report["spearman_gain"] = {
+        name: _spearman([values[i] for i in layers], gains) for name, values in candidates.items()
+    }
+    if report["accuracy"] is not None:
+        report["spearman_accuracy"] = {
+            name: _spearman([values[i] for i in layers], accuracy)
+            for name, values in candidates.items()
+        }
+    pairs = [i for i in layers if all((i, s) in single for s in seeds)]
+    report["seed_layers"] = pairs
+    report["seed_spearman"] = (
+        _spearman([single[(i, seeds[0])]["gain"] for i in pairs],
+                  [single[(i, seeds[1])]["gain"] for i in pairs]) if len(seeds) > 1 else math.nan
+    )
+    long_runs = {r["layers"][0]: r for r in runs if len(r["layers"]) == 1 and r["steps"] != steps}
+    both = [i for i in sorted(long_runs) if (i, first) in single]
+    report["long"] = {
+        "layers": both,
+        "steps": sorted({r["steps"] for r in long_runs.values()}),
+        "short_gains": [single[(i, first)]["gain"] for i in both],
+        "long_gains": [long_runs[i]["gain"] for i in both],
+        "spearman": _spearman([single[(i, first)]["gain"] for i in both],
+                              [long_runs[i]["gain"] for i in both]),
+    }
+    sets = [r for r in runs if len(r["layers"]) > 1]
+    rho = np.array(card.coupling.matrix, dtype=np.float64)
+    report["sets"] = {
+        "layers": [r["layers"] for r in sets],
+        "measured": [r["gain"] for r in sets],
+        "spearman": {
+            name: _spearman([_set_prediction(values, rho, r["layers"]) for r in sets],
+                            [r["gain"] for r in sets])
+            for name, values in candidates.items()
+        },
+    }
+    report["values"] = {name: [values[i] for i in layers] for name, values in candidates.items()}
+    return report
+
+
+def calibration(x: list[float], y: list[float]) -> dict[str, float]:
+    """Least-squares y ≈ slope·x + intercept and its R²."""
+    if len(x) < 3:
+        return {"slope": math.nan, "intercept": math.nan, "r2": math.nan}
+    slope, intercept = np.polyfit(x, y, 1)
+    fitted = slope * np.asarray(x) + intercept
+    resid = float(((np.asarray(y) - fitted) ** 2).sum())
+    total = float(((np.asarray(y) - np.mean(y)) ** 2).sum())
+    return {"slope": float(slope), "intercept": float(intercept),
+            "r2": 1.0 - resid / total if total > 0 else math.nan}
+
+
+def to_markdown(result: dict) -> str:
+    """The report as Markdown tables."""
+    tasks = result["tasks"]
+    names = list(tasks[0]["spearman_gain"])
+    head = "| predictor | " + " | ".join(f"{t['task']} gain" for t in tasks)
+    acc_tasks = [t for t in tasks if t.get("spearman_accuracy")]
+    head += "".join(f" | {t['task']} accuracy" for t in acc_tasks)
+    head += "".join(f" | {t['task']} sets" for t in tasks) + " |"
+    rows = [head, "|" + "---|" * (1 + 2 * len(tasks) + len(acc_tasks))]
+    for name in names:
+        cells = [f"{t['spearman_gain'][name]:+.2f}" for t in tasks]
+        cells += [f"{t['spearman_accuracy'][name]:+.2f}" for t in acc_tasks]
+        cells += [f"{t['sets']['spearman'][name]:+.2f}" for t in tasks]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines = [
+        "# Probe benchmark: predicted vs measured LoRA gains",
+        "",
+        f"Model {result['model']}; probes: {result['steps']}-step single-layer LoRA (card "
+        f"settings), seeds {result['seeds']}. Spearman rank correlation of each candidate with the "
+        "probed dev-loss drop per layer (seed "
+        f"{result['seeds'][0]}), with the dev accuracy, and over the multi-layer sets.",
+        "",
+        *rows,
+        "",
+        "| task | probed layers | seed-to-seed Spearman (ceiling) | probes vs longer runs | sets |",
+        "|---|---|---|---|---|",
+    ]
+    for t in tasks:
+        lines.append(
+            f"| {t['task']} | {len(t['probed_layers'])} | {t['seed_spearman']:+.2f} "
+            f"({len(t['seed_layers'])} layers) | {t['long']['spearman']:+.2f} "
+            f"({len(t['long']['layers'])} layers, {t['long']['steps']} steps) | "
+            f"{len(t['sets']['layers'])} |"
+        )
+    head = result["headline"]
+    lines += [
+        "",
+        f"Headline predictor, chosen on {head['chosen_on']}: **{head['name']}**. Spearman: "
+        + ", ".join(f"{k} {v:+.2f}" for k, v in head["spearman"].items())
+        + ". Calibration (gain ≈ slope·predictor + intercept, fitted per task): "
+        + "; ".join(f"{k}: slope {c['slope']:.3g}, intercept {c['intercept']:.3g}, R² "
+                    f"{c['r2']:.2f}" for k, c in head["calibration"].items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def plot(task: dict, name: str, path: Path) -> None:
+    """Measured single-layer gain vs the headline predictor, one point per layer."""
+    fig = Figure(figsize=(6, 4.5))
+    ax = fig.subplots()
+    x, y = task["values"][name], task["gains"]
+    ax.scatter(x, y, s=16)
+    for layer, xi, yi in zip(task["probed_layers"], x, y, strict=True):
+        ax.annotate(str(layer), (xi, yi), fontsize=6, xytext=(2, 2), textcoords="offset points")
+    ax.set_xlabel(f"{name} (per layer)")
+    ax.set_ylabel("probed dev-loss drop (nats)")
+    ax.set_title(f"{task['task']}: Spearman {task['spearman_gain'][name]:+.2f}", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
+
+
+def main() -> None:
+    """Write probe_report.json, probe_report.md and the scatter plots."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="the bench_probes.py results")
+    parser.add_argument("--tasks", nargs="+", default=["sentiment", "dialog"])
+    parser.add_argument("--choose-on", default="dialog", help="task the headline is chosen on")
+    parser.add_argument("--steps", type=int, default=30, help="steps of the probes")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    args = parser.parse_args()
+    tasks = [task_report(args.out, t, args.steps, args.seeds) for t in args.tasks]
+    chooser = next(t for t in tasks if t["task"] == args.choose_on)
+    scored = {k: v for k, v in chooser["spearman_gain"].items() if not math.isnan(v)}
+    name = max(scored, key=scored.__getitem__)
+    meta = json.loads((args.out / "runs" / args.tasks[0] / "meta.json").read_text())
+    result = {
+        "model": meta["settings"]["model"], "steps": args.steps, "seeds": args.seeds,
+        "machine": meta["machine"], "versions": meta["versions"], "tasks": tasks,
+        "headline": {
+            "name": name, "chosen_on": args.choose_on,
+            "spearman": {t["task"]: t["spearman_gain"][name] for t in tasks},
+            "calibration": {t["task"]: calibration(t["values"][name], t["gains"]) for t in tasks},
+        },
+    }
+    write_text(args.out / "probe_report.json", json.dumps(result, indent=1) + "\n")
+    write_text(args.out / "probe_report.md", to_markdown(result))
+    for t in tasks:
+        plot(t, name, args.out / f"probe_{t['task']}.png")
+    print(to_markdown(result))
+
+
+if __name__ == "__main__":
+    main()
