@@ -107,11 +107,17 @@ def _scores(
     return loss, accuracy
 
 
+PHASES = ("even", "odd", "seeds", "long", "set")
+
+
 def plan(args: argparse.Namespace, n_layers: int, steps: int) -> list[tuple[str, list, int, int]]:
-    """(phase, layers, steps, seed) of every run, most needed first: single layers at the first
-    seed, then at the other seeds, longer single-layer runs, multi-layer sets."""
+    """(phase, layers, steps, seed) of every run: single layers at the first seed (even layers,
+    then odd ones, so that partial results span the depth), at the other seeds ("seeds"),
+    longer single-layer runs ("long"), multi-layer sets ("set")."""
     first = args.seeds[0]
-    runs = [("single", [i], steps, seed) for seed in args.seeds for i in range(n_layers)]
+    spread = [*range(0, n_layers, 2), *range(1, n_layers, 2)]
+    runs = [("even" if i % 2 == 0 else "odd", [i], steps, first) for i in spread]
+    runs += [("seeds", [i], steps, seed) for seed in args.seeds[1:] for i in spread]
     runs += [("long", list(s), args.long_steps, first)
              for s in depth_layer_sets(n_layers, args.long_count)]
     return runs + [("set", s, steps, first) for s in layer_sets(n_layers)]
@@ -161,7 +167,7 @@ def _parser() -> argparse.ArgumentParser:
         defaults={"model": "smollm2-135m"},
     )
     parser.set_defaults(probe_steps=30)
-    parser.add_argument("--tasks", nargs="+", default=["dialog", "sentiment"],
+    parser.add_argument("--tasks", nargs="+", default=["sentiment", "dialog"],
                         help="tasks, in the order they run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
                         help="probe seeds on every layer (the first also for longer runs, sets)")
@@ -198,9 +204,11 @@ def main() -> None:
         }
         task_name = data.load_task(name, seed=config.seed).name
         write_text(args.out / "runs" / task_name / "meta.json", json.dumps(meta, indent=2) + "\n")
-    for phase in ("single", "long", "set"):
-        for name in args.tasks:
-            run_task(args, config_from_args(BuildConfig, args, task=name), phase)
+    # most needed first: every task's even layers, then odd ones, then each task's other phases
+    order = [(phase, name) for phase in PHASES[:2] for name in args.tasks]
+    order += [(phase, name) for name in args.tasks for phase in PHASES[2:]]
+    for phase, name in order:
+        run_task(args, config_from_args(BuildConfig, args, task=name), phase)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from scipy.stats import spearmanr
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
@@ -318,3 +319,25 @@ def test_probe_benchmark_runs_every_planned_run_and_skips_finished_ones(
     assert {p.name: p.stat().st_mtime_ns for p in runs.iterdir() if p.name != "meta.json"} == (
         stamps  # nothing re-run
     )
+    scripts = Path(__file__).parents[2] / "benchmarks"
+    steps = {
+        "probe_features.py": ["--tasks", str(tiny_task), "--model", str(tiny_model),
+                              "--probe-examples", "16"],
+        "probe_report.py": ["--tasks", "reviews", "--steps", "2", "--choose-on", "reviews"],
+    }
+    for script, extra in steps.items():
+        proc = subprocess.run(
+            [sys.executable, str(scripts / script), "--out", str(out), *extra],
+            capture_output=True, text=True, check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "probe_report.json").read_text())
+    [task] = report["tasks"]
+    gains = [json.loads((runs / f"L{i}-s2-seed0.json").read_text())["gain"] for i in range(3)]
+    assert task["gains"] == gains
+    assert set(task["spearman_gain"]) >= {"predicted_gain", "rel_resnorm", "depth", "lora_l1",
+                                          "label_lora_l1"}
+    assert task["spearman_gain"]["depth"] == pytest.approx(
+        float(spearmanr(range(3), gains).statistic)
+    )
+    assert (out / "probe_report.md").read_text().startswith("# Probe benchmark")
