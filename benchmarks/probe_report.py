@@ -24,6 +24,7 @@ from scipy.stats import spearmanr
 
 from commonio.atomic import atomic_write, write_text
 from layercard.codec import read_card
+from layercard.config import LoraSettings
 from layercard.decide import predicted_gain
 from layercard.schema import Card
 
@@ -42,9 +43,15 @@ def load_runs(directory: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(directory.glob("L*.json"))]
 
 
-def predictors(card: Card, features: dict | None) -> dict[str, list[float]]:
-    """Per candidate, its value for every layer (the card's quantities, depth, and the gradient
-    features summed over a layer's modules)."""
+def predictors(
+    card: Card, features: dict | None, *, base_loss: float, steps: int, lr: float
+) -> dict[str, list[float]]:
+    """Per candidate, its value for every layer: the card's quantities, depth, the gradient
+    features summed over a layer's modules, and two Adam-derived predictions in nats:
+    adam_first_order = steps·lr·‖μ_B‖₁ (every Adam step moves each LoRA-B coordinate by about
+    lr along the sign of its gradient, from B = 0), and adam_saturating = C·(1 − exp(−that/C))
+    with capacity C = base loss · rel_resnorm (the share of the gradient a linear correction of
+    the layer's inputs can explain): the first-order rate at first, the capacity at most."""
     n = card.n_layers
     out = {q: [float(getattr(e, q)) for e in card.layers] for q in CARD_QUANTITIES}
     out["depth"] = [float(i) for i in range(n)]
@@ -55,6 +62,13 @@ def predictors(card: Card, features: dict | None) -> dict[str, list[float]]:
             for key, values in features["sites"].items():
                 per_layer[int(key.split(":")[0])] += values[name]
             out[name] = per_layer
+        first = [steps * lr * v for v in out["lora_l1"]]
+        out["adam_first_order"] = first
+        capacity = [base_loss * e.rel_resnorm for e in card.layers]
+        out["adam_saturating"] = [
+            c * (1.0 - math.exp(-f / c)) if c > 0 else 0.0
+            for c, f in zip(capacity, first, strict=True)
+        ]
     return out
 
 
@@ -79,7 +93,9 @@ def task_report(out: Path, task: str, steps: int, seeds: list[int]) -> dict:
     report: dict = {"task": task, "n_layers": card.n_layers, "probed_layers": layers,
                     "gains": gains, "accuracy": accuracy if accuracy and accuracy[0] is not None
                     else None}
-    candidates = predictors(card, features)
+    base = json.loads((out / "runs" / task / "base.json").read_text())
+    candidates = predictors(card, features, base_loss=base["dev_loss"], steps=steps,
+                            lr=LoraSettings().lr)
     report["spearman_gain"] = {
         name: _spearman([values[i] for i in layers], gains) for name, values in candidates.items()
     }
