@@ -107,17 +107,19 @@ def _scores(
     return loss, accuracy
 
 
-PHASES = ("even", "odd", "seeds", "long", "set")
+PHASES = ("even", "even-seeds", "odd", "odd-seeds", "long", "set")
 
 
 def plan(args: argparse.Namespace, n_layers: int, steps: int) -> list[tuple[str, list, int, int]]:
-    """(phase, layers, steps, seed) of every run: single layers at the first seed (even layers,
-    then odd ones, so that partial results span the depth), at the other seeds ("seeds"),
-    longer single-layer runs ("long"), multi-layer sets ("set")."""
+    """(phase, layers, steps, seed) of every run: single layers at the first seed and at the
+    other seeds (the probes' own noise), even layers before odd ones so that partial results
+    span the depth; longer single-layer runs ("long"); multi-layer sets ("set")."""
     first = args.seeds[0]
-    spread = [*range(0, n_layers, 2), *range(1, n_layers, 2)]
-    runs = [("even" if i % 2 == 0 else "odd", [i], steps, first) for i in spread]
-    runs += [("seeds", [i], steps, seed) for seed in args.seeds[1:] for i in spread]
+    runs = []
+    for parity in ("even", "odd"):
+        layers = range(0 if parity == "even" else 1, n_layers, 2)
+        runs += [(parity, [i], steps, first) for i in layers]
+        runs += [(f"{parity}-seeds", [i], steps, seed) for seed in args.seeds[1:] for i in layers]
     runs += [("long", list(s), args.long_steps, first)
              for s in depth_layer_sets(n_layers, args.long_count)]
     return runs + [("set", s, steps, first) for s in layer_sets(n_layers)]
@@ -204,9 +206,9 @@ def main() -> None:
         }
         task_name = data.load_task(name, seed=config.seed).name
         write_text(args.out / "runs" / task_name / "meta.json", json.dumps(meta, indent=2) + "\n")
-    # most needed first: every task's even layers, then odd ones, then each task's other phases
-    order = [(phase, name) for phase in PHASES[:2] for name in args.tasks]
-    order += [(phase, name) for name in args.tasks for phase in PHASES[2:]]
+    # most needed first: the single-layer phases for every task, then each task's other phases
+    order = [(phase, name) for phase in PHASES[:4] for name in args.tasks]
+    order += [(phase, name) for name in args.tasks for phase in PHASES[4:]]
     for phase, name in order:
         run_task(args, config_from_args(BuildConfig, args, task=name), phase)
 

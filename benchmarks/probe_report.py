@@ -147,19 +147,24 @@ def calibration(x: list[float], y: list[float]) -> dict[str, float]:
             "r2": 1.0 - resid / total if total > 0 else math.nan}
 
 
+def _cell(values: dict[str, float], name: str) -> str:
+    value = values.get(name, math.nan)
+    return "n/a" if math.isnan(value) else f"{value:+.2f}"
+
+
 def to_markdown(result: dict) -> str:
     """The report as Markdown tables."""
     tasks = result["tasks"]
-    names = list(tasks[0]["spearman_gain"])
+    names = list(dict.fromkeys(n for t in tasks for n in t["spearman_gain"]))
     head = "| predictor | " + " | ".join(f"{t['task']} gain" for t in tasks)
     acc_tasks = [t for t in tasks if t.get("spearman_accuracy")]
     head += "".join(f" | {t['task']} accuracy" for t in acc_tasks)
     head += "".join(f" | {t['task']} sets" for t in tasks) + " |"
     rows = [head, "|" + "---|" * (1 + 2 * len(tasks) + len(acc_tasks))]
     for name in names:
-        cells = [f"{t['spearman_gain'][name]:+.2f}" for t in tasks]
-        cells += [f"{t['spearman_accuracy'][name]:+.2f}" for t in acc_tasks]
-        cells += [f"{t['sets']['spearman'][name]:+.2f}" for t in tasks]
+        cells = [_cell(t["spearman_gain"], name) for t in tasks]
+        cells += [_cell(t["spearman_accuracy"], name) for t in acc_tasks]
+        cells += [_cell(t["sets"]["spearman"], name) for t in tasks]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     lines = [
         "# Probe benchmark: predicted vs measured LoRA gains",
