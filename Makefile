@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup fetch demo test lint bench-card bench clean
+.PHONY: setup fetch demo test lint bench-card bench-probes clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,12 @@ test: fetch lint
 
 bench-card: fetch
 	$(BIN)/python benchmarks/bench_card.py --out benchmarks/results/card
+
+# Measured LoRA gains per layer and set (resumable: rerun to continue), then the predictors.
+bench-probes: fetch
+	$(BIN)/python benchmarks/bench_probes.py --out benchmarks/results/probes
+	$(BIN)/python benchmarks/probe_features.py --out benchmarks/results/probes
+	$(BIN)/python benchmarks/probe_report.py --out benchmarks/results/probes
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
