@@ -72,6 +72,12 @@ def predictors(
     return out
 
 
+def _line(out: Path, task: str) -> list[float] | None:
+    """probe_line.py's per-layer dev-loss drops along Adam's first direction, if computed."""
+    path = out / "features" / f"{task}-line.json"
+    return json.loads(path.read_text())["adam_line"] if path.exists() else None
+
+
 def _set_prediction(values: list[float], rho: np.ndarray, layers: list[int]) -> float:
     """A set's predicted gain: ½ vᵀR⁻¹v with v = √(2·single-layer value)."""
     v2 = 2.0 * np.clip(np.asarray(values, dtype=np.float64), 0.0, None)
@@ -96,6 +102,9 @@ def task_report(out: Path, task: str, steps: int, seeds: list[int]) -> dict:
     base = json.loads((out / "runs" / task / "base.json").read_text())
     candidates = predictors(card, features, base_loss=base["dev_loss"], steps=steps,
                             lr=LoraSettings().lr)
+    line = _line(out, task)
+    if line is not None:
+        candidates["adam_line"] = line
     report["spearman_gain"] = {
         name: _spearman([values[i] for i in layers], gains) for name, values in candidates.items()
     }

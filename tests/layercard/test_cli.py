@@ -323,6 +323,8 @@ def test_probe_benchmark_runs_every_planned_run_and_skips_finished_ones(
     steps = {
         "probe_features.py": ["--tasks", str(tiny_task), "--model", str(tiny_model),
                               "--probe-examples", "16"],
+        "probe_line.py": ["--tasks", str(tiny_task), "--model", str(tiny_model),
+                          "--probe-examples", "16", "--probe-steps", "2", "--dev-batches", "1"],
         "probe_report.py": ["--tasks", "reviews", "--steps", "2", "--choose-on", "reviews"],
     }
     for script, extra in steps.items():
@@ -336,7 +338,9 @@ def test_probe_benchmark_runs_every_planned_run_and_skips_finished_ones(
     gains = [json.loads((runs / f"L{i}-s2-seed0.json").read_text())["gain"] for i in range(3)]
     assert task["gains"] == gains
     assert set(task["spearman_gain"]) >= {"predicted_gain", "rel_resnorm", "depth", "lora_l1",
-                                          "label_lora_l1"}
+                                          "label_lora_l1", "adam_line"}
+    line = json.loads((out / "features" / "reviews-line.json").read_text())["adam_line"]
+    assert len(line) == 3 and all(math.isfinite(v) for v in line)
     assert task["spearman_gain"]["depth"] == pytest.approx(
         float(spearmanr(range(3), gains).statistic)
     )
