@@ -39,6 +39,7 @@ bench-card: fetch
 bench-probes: fetch
 	$(BIN)/python benchmarks/bench_probes.py --out benchmarks/results/probes
 	$(BIN)/python benchmarks/probe_features.py --out benchmarks/results/probes
+	$(BIN)/python benchmarks/probe_line.py --out benchmarks/results/probes
 	$(BIN)/python benchmarks/probe_report.py --out benchmarks/results/probes
 
 clean:
