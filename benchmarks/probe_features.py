@@ -107,16 +107,23 @@ def site_features(
     return out
 
 
-def main() -> None:
-    """Compute the features of every task given and write <out>/features/<task>.json."""
-    torch.set_num_threads(1)  # runs beside the probe benchmark
-    parser = argparse.ArgumentParser(description=__doc__,
+def task_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of the probe-side feature scripts: --out, the probe build settings (the
+    probes' defaults: 30 steps), --tasks. Torch runs on one thread, beside the probe benchmark."""
+    torch.set_num_threads(1)
+    parser = argparse.ArgumentParser(description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="the bench_probes.py results")
     add_config_arguments(parser, BuildConfig, skip=("task", "cost", "depths", "timed_steps"),
                          defaults={"model": "smollm2-135m"})
+    parser.set_defaults(probe_steps=30)
     parser.add_argument("--tasks", nargs="+", default=["sentiment", "dialog"])
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    """Compute the features of every task given and write <out>/features/<task>.json."""
+    args = task_parser(__doc__).parse_args()
     for name in args.tasks:
         config = config_from_args(BuildConfig, args, task=name)
         loaded = load_model(config.model)

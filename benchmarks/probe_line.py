@@ -12,18 +12,17 @@ Writes <out>/features/<task>-line.json: per layer, the larger of the two dev-los
 
 from __future__ import annotations
 
-import argparse
 import json
-from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
 from commonio.atomic import write_text
 from layercard import data
-from layercard.config import BuildConfig, add_config_arguments, config_from_args
+from layercard.config import BuildConfig, config_from_args
 from layercard.models import load_model
 from layercard.training import causal_lm_loss, dev_loss, lora_config, lora_training
+from probe_features import task_parser
 
 
 def line_gains(
@@ -62,14 +61,7 @@ def line_gains(
 
 def main() -> None:
     """Compute the line gains of every task given and write <out>/features/<task>-line.json."""
-    torch.set_num_threads(1)  # runs beside the probe benchmark
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, required=True)
-    add_config_arguments(parser, BuildConfig, skip=("task", "cost", "depths", "timed_steps"),
-                         defaults={"model": "smollm2-135m"})
-    parser.set_defaults(probe_steps=30)
-    parser.add_argument("--tasks", nargs="+", default=["sentiment", "dialog"])
+    parser = task_parser(__doc__)
     parser.add_argument("--dev-batches", type=int, default=4,
                         help="dev batches each point is scored on (the first ones)")
     args = parser.parse_args()
