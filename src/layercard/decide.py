@@ -56,21 +56,26 @@ def set_gain(card: Card, layers: Iterable[int]) -> float:
     return predicted_gain(*_gain_terms(card), sorted(set(layers)))
 
 
-def greedy_order(card: Card) -> list[tuple[int, float]]:
-    """Forward selection on predicted gain: (layer added, gain of the set so far) per step."""
-    res2, rho = _gain_terms(card)
-    chosen: list[int] = []
+def _greedy(
+    v2: np.ndarray, rho: np.ndarray, start: list[int], allowed: Iterable[int]
+) -> list[tuple[int, float]]:
+    """Forward selection from the set `start` over `allowed`, adding each time the layer that
+    raises the set's gain most (ties: the lower layer): (layer added, gain of the set so far)."""
+    chosen, rest = list(start), [i for i in allowed if i not in start]
     order = []
-    while len(chosen) < card.n_layers:
-        gains = {
-            i: predicted_gain(res2, rho, sorted([*chosen, i]))
-            for i in range(card.n_layers)
-            if i not in chosen
-        }
-        best = max(gains, key=gains.__getitem__)  # ties: the lower layer
+    while rest:
+        gains = {i: predicted_gain(v2, rho, sorted([*chosen, i])) for i in rest}
+        best = max(gains, key=gains.__getitem__)
         chosen.append(best)
+        rest.remove(best)
         order.append((best, gains[best]))
     return order
+
+
+def greedy_order(card: Card) -> list[tuple[int, float]]:
+    """Forward selection on the layers' gains: (layer added, gain of the set so far) per step."""
+    v2, rho = _gain_terms(card)
+    return _greedy(v2, rho, [], range(card.n_layers))
 
 
 def cost_model(card: Card) -> CostModel | None:
@@ -188,16 +193,11 @@ def candidates(card: Card) -> list[Candidate]:
     n = card.n_layers
     seen: dict[tuple[int, ...], Candidate] = {}
     for floor in range(n):
-        chosen: list[int] = [floor]
-        while True:
-            key = tuple(sorted(chosen))
+        order = [floor, *(i for i, _ in _greedy(v2, rho, [floor], range(floor + 1, n)))]
+        for k in range(1, len(order) + 1):
+            key = tuple(sorted(order[:k]))
             if key not in seen:
                 seen[key] = _candidate(card, v2, rho, key)
-            rest = [i for i in range(floor + 1, n) if i not in chosen]
-            if not rest:
-                break
-            best = max(rest, key=lambda i: (predicted_gain(v2, rho, [*chosen, i]), -i))
-            chosen.append(best)
     return sorted(seen.values(), key=lambda c: (len(c.layers), c.layers))
 
 
