@@ -41,7 +41,10 @@ def load_splits(
     if spec in BUILTIN_DATASETS and not path.exists():
         splits = BUILTIN_DATASETS[spec](seed=seed)
     elif not path.exists():
-        raise DataError(f"{path}: no such file or directory (nor a known dataset name)")
+        raise DataError(
+            f"{path}: no such file or directory, nor a built-in dataset "
+            f"({', '.join(BUILTIN_DATASETS)})"
+        )
     else:
         splits = load_dataset(path)
     if set(splits) == {"all"}:
