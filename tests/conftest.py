@@ -1,9 +1,30 @@
-"""Suite-wide settings: one intra-op torch thread per test process.
+"""Suite-wide settings and shared builders.
 
-The suite runs with one pytest worker per core (`make test`), and its tensors are small, so
-extra intra-op threads only contend for the same cores.
+One intra-op torch thread per test process: the suite runs with one pytest worker per core
+(`make test`), and its tensors are small, so extra intra-op threads only contend for the same
+cores.
 """
 
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
 import torch
 
 torch.set_num_threads(1)
+
+
+def _make_wheel(path: Path, members: dict[str, bytes]) -> Path:
+    """A zip file at `path` (parents created) holding `members`: a stand-in wheel."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as archive:
+        for member, data in members.items():
+            archive.writestr(member, data)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_wheel() -> Callable[[Path, dict[str, bytes]], Path]:
+    """Builder of stand-in wheel files for the registry-cache tests."""
+    return _make_wheel

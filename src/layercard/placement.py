@@ -16,14 +16,14 @@ from torch import nn
 from transformers import PreTrainedTokenizerBase
 
 from commonio.atomic import replace_dir
+from layercard.build import build_card
 from layercard.config import BuildConfig
 from layercard.data import TaskData
 from layercard.decide import Objective, Placement, place
+from layercard.models import frozen_model
 from layercard.plots import plot_pareto
 from layercard.schema import Card
 from layercard.training import peft_lora_config
-
-PLACEMENT_FILES = ("adapter_config.json", "placement.json", "placement.md", "pareto.png")
 
 
 class PlacementDirError(ValueError):
@@ -97,9 +97,6 @@ def find_layer_targets(
     """Build a card of `model` on `task` (a built-in name, a file, or TaskData) and return the
     LoraConfig of the placement for `objective`. `config`: card build settings (the defaults
     otherwise; its model and task fields are ignored)."""
-    from layercard.build import build_card
-    from layercard.models import frozen_model
-
     name = task if isinstance(task, str) else task.name
     config = replace(config or BuildConfig(model="in-memory", task=name), task=name)
     model_id = getattr(model, "name_or_path", "") or type(model).__name__

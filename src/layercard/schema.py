@@ -14,7 +14,6 @@ from layercard.costmodel import MemoryMeasurements, TimingMeasurements
 from layercard.sites import Site, SiteDiagnostics
 
 SCHEMA = "layercard/card@1"
-CARD_FILES = ("card.json", "card.md")
 
 
 @dataclass

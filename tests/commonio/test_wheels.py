@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import stat
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -17,14 +16,6 @@ def _fake_python(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, script: str) -
     fake.write_text("#!/bin/sh\n" + script)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setattr(wheels.sys, "executable", str(fake))
-
-
-def _wheel(path: Path, members: dict[str, bytes]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w") as archive:
-        for member, data in members.items():
-            archive.writestr(member, data)
-    return path
 
 
 def test_cache_root(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -57,9 +48,9 @@ def test_failed_download_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 def test_download_moves_the_wheel_into_place(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_wheel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    made = _wheel(tmp_path / "made" / "my_pkg-1.0-py3-none-any.whl", {"my_pkg/a.txt": b"A"})
+    made = make_wheel(tmp_path / "made" / "my_pkg-1.0-py3-none-any.whl", {"my_pkg/a.txt": b"A"})
     _fake_python(tmp_path, monkeypatch, f'while [ "$1" != -d ]; do shift; done\ncp {made} "$2"/\n')
     cache = tmp_path / "cache"
     wheel = wheels.fetch_wheel(cache, "my-pkg", "1.0")  # normalised name, as pip writes it
@@ -70,11 +61,11 @@ def test_download_moves_the_wheel_into_place(
 
 
 def test_member_extraction_is_atomic_and_checked(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_wheel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _fake_python(tmp_path, monkeypatch, "exit 1\n")  # any download attempt would fail
     cache = tmp_path / "cache"
-    _wheel(cache / "wheels" / "pkg-1.0-py3-none-any.whl", {"pkg/data/x.csv": b"a,b\n1,2\n"})
+    make_wheel(cache / "wheels" / "pkg-1.0-py3-none-any.whl", {"pkg/data/x.csv": b"a,b\n1,2\n"})
     path = wheels.wheel_member(cache, "pkg", "1.0", "pkg/data/x.csv")
     assert path == cache / "files" / "pkg-1.0" / "pkg" / "data" / "x.csv"
     assert path.read_bytes() == b"a,b\n1,2\n"
@@ -86,10 +77,10 @@ def test_member_extraction_is_atomic_and_checked(
 
 
 def test_failed_extraction_leaves_no_partial_file(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    make_wheel, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     cache = tmp_path / "cache"
-    _wheel(cache / "wheels" / "pkg-1.0-py3-none-any.whl", {"pkg/big.bin": b"x" * 100_000})
+    make_wheel(cache / "wheels" / "pkg-1.0-py3-none-any.whl", {"pkg/big.bin": b"x" * 100_000})
 
     def fails(src: object, dst: object, length: int = 0) -> None:
         raise OSError("disk full")

