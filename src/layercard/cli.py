@@ -1,4 +1,4 @@
-"""Command line: `layercard build | show | place | fetch`."""
+"""Command line: `layercard build | show | place | train | eval | fetch`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import NoReturn
 
 import layercard
-from layercard.config import BuildConfig, add_config_arguments, config_from_args
+from layercard.config import (
+    BuildConfig,
+    TrainConfig,
+    add_config_arguments,
+    config_from_args,
+    parse_budget,
+)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -18,7 +24,7 @@ class _Formatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if action.required or default is None or default is argparse.SUPPRESS or (
+        if action.required or default in (None, "") or default is argparse.SUPPRESS or (
             isinstance(default, bool)
         ):
             return text
@@ -61,15 +67,39 @@ example: layercard build --model smollm2-135m --task sentiment --out runs/demo-c
 """
 
 
+TRAIN_HELP = """\
+Fine-tune a causal LM with LoRA on chosen layers through transformers' Trainer. Every strategy
+uses the identical LoRA config (rank, alpha = 2·rank, all linear modules of a block, lr, steps,
+batch, seed); only where the adapters sit differs. --out receives train_config.json,
+checkpoints/ (a rerun with the same settings resumes from the last one after a kill),
+adapter/ (peft save_pretrained: PeftModel.from_pretrained(base, DIR/adapter)) and train.json
+(layers, trainable parameters, wall time, peak memory, losses).
+
+--layers: all; auto (the card's placement for --k layers, or --budget KIND=SHARE; builds a card
+into OUT/card unless --card is given); first | middle | last | uniform | random (k layers);
+card | gradnorm | resnorm (k layers from --card); kappa (peft's KappaTune: the k·modules-per-
+layer modules of lowest condition number); or indices such as 0,4,8 or 3-7.
+
+example: layercard train --model smollm2-135m --task sentiment --layers middle --k 8 --out runs/m8
+"""
+
+EVAL_HELP = """\
+Score a finished `layercard train` run (its adapter on the base model), or with --model and
+--task the base model itself, on the test split: label accuracy (classification) or completion
+loss and perplexity (generation), and greedy-decoding latency with the adapter unmerged and
+merged into the weights.
+
+examples: layercard eval runs/m8
+          layercard eval --model smollm2-135m --task dialog --out runs/base-dialog.json
+"""
+
+
 def _budget(text: str) -> tuple[str, float]:
     """--budget KIND=SHARE, e.g. time=0.5."""
-    kind, _, share = text.partition("=")
     try:
-        return kind, float(share)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected KIND=SHARE such as time=0.5, got {text!r}"
-        ) from None
+        return parse_budget(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--budget: ")) from None
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -114,6 +144,32 @@ def make_parser() -> argparse.ArgumentParser:
     placement.add_argument("--out", type=Path, metavar="DIR",
                            help="write adapter_config.json (peft LoraConfig), placement.json, "
                            "placement.md and pareto.png here (a previous placement is replaced)")
+
+    training = commands.add_parser(
+        "train", help="LoRA fine-tuning on chosen layers (Trainer; resumable)",
+        description=TRAIN_HELP, formatter_class=_Formatter,
+    )
+    training.add_argument("--out", required=True, type=Path, metavar="DIR",
+                          help="run directory (new, or an unfinished run to resume)")
+    add_config_arguments(training, TrainConfig)
+
+    scoring = commands.add_parser(
+        "eval", help="test-split metric and generation latency of a trained adapter",
+        description=EVAL_HELP, formatter_class=_Formatter,
+    )
+    scoring.add_argument("run", nargs="?", type=Path, help="a finished `layercard train` --out")
+    scoring.add_argument("--model", help="score this base model (with --task) instead of a run")
+    scoring.add_argument("--task", help="the task of --model")
+    scoring.add_argument("--split", choices=("test", "dev"), default="test",
+                         help="the split scored")
+    scoring.add_argument("--examples", type=int, metavar="N",
+                         help="score the first N examples of the split (default: all)")
+    scoring.add_argument("--batch-size", type=int, default=8, metavar="N",
+                         help="examples per forward pass")
+    scoring.add_argument("--latency-tokens", type=int, default=16, metavar="N",
+                         help="tokens decoded per latency prompt (4 prompts)")
+    scoring.add_argument("--out", type=Path, metavar="FILE",
+                         help="also write the result as JSON here")
 
     commands.add_parser(
         "fetch", help="download the built-in model and tasks into the cache",
@@ -172,6 +228,49 @@ def _place(args: argparse.Namespace) -> None:
               file=sys.stderr)
 
 
+def _train(args: argparse.Namespace) -> None:
+    from layercard.finetune import train
+
+    config = config_from_args(TrainConfig, args)
+    config.validate()
+    summary = train(config, args.out)
+    print(f"layers: {', '.join(map(str, summary.choice.layers))} ({summary.choice.detail})")
+    print(f"trainable parameters: {summary.trainable_params}; steps: {summary.steps}; "
+          f"train time {summary.train_seconds:.1f} s; peak memory "
+          f"{summary.peak_memory_bytes / 2**20:.0f} MiB ({summary.memory_method})")
+    print(f"wrote {args.out}/ (adapter/, train.json)", file=sys.stderr)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    import json
+    from dataclasses import asdict
+
+    from commonio.atomic import write_text
+    from layercard.evaluation import EvalConfig, evaluate
+
+    if args.run is not None and (args.model or args.task):
+        raise ValueError("eval: give a run directory or --model/--task, not both")
+    for flag, value in (("--examples", args.examples), ("--batch-size", args.batch_size),
+                        ("--latency-tokens", args.latency_tokens)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    if args.out is not None and args.out.is_dir():
+        raise ValueError(f"--out {args.out}: is a directory; give a file name")
+    result = evaluate(EvalConfig(
+        run=None if args.run is None else str(args.run), model=args.model, task=args.task,
+        split=args.split, examples=args.examples, batch_size=args.batch_size,
+        latency_tokens=args.latency_tokens,
+    ))
+    head = (f"accuracy {result.accuracy:.4f}, " if result.accuracy is not None else "")
+    print(f"{result.task} {result.split} ({result.n_examples} examples): {head}"
+          f"loss {result.loss:.4f}, perplexity {result.perplexity:.3f}")
+    unmerged = ("" if result.latency_unmerged is None
+                else f"unmerged {1e3 * result.latency_unmerged:.1f} ms/token, ")
+    print(f"latency: {unmerged}merged {1e3 * result.latency_merged:.1f} ms/token")
+    if args.out is not None:
+        write_text(args.out, json.dumps(asdict(result), indent=2) + "\n")
+
+
 def _fetch(_: argparse.Namespace) -> None:
     from layercard.checkpoint import fetch_all
 
@@ -182,7 +281,8 @@ def _fetch(_: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `layercard` command; returns the exit status."""
     args = make_parser().parse_args(argv)
-    command = {"build": _build, "show": _show, "place": _place, "fetch": _fetch}[args.command]
+    command = {"build": _build, "show": _show, "place": _place, "train": _train,
+               "eval": _eval, "fetch": _fetch}[args.command]
     try:
         command(args)
     except ValueError as err:  # user-fixable errors (bad model, task, data, option, card file)

@@ -124,19 +124,91 @@ class BuildConfig:
 
     def validate(self) -> None:
         """Raise BuildConfigError naming the option of the first setting out of range."""
-        for path, _, meta in _options(type(self)):
-            value: Any = self
-            for name in path:
-                value = getattr(value, name)
-            flag = meta["flag"]
-            if meta["minimum"] is not None and value < meta["minimum"]:
-                raise BuildConfigError(f"{flag} must be at least {meta['minimum']}, got {value}")
-            if meta["positive"] and not (math.isfinite(value) and value > 0):
-                raise BuildConfigError(f"{flag} must be a positive number, got {value}")
+        validate_options(self)
 
     def lora_settings(self) -> LoraSettings:
         """The LoRA settings shared by cost measurement and probes (rank from the config)."""
         return LoraSettings(rank=self.rank, alpha=2.0 * self.rank)
+
+
+def parse_budget(text: str) -> tuple[str, float]:
+    """--budget KIND=SHARE, e.g. time=0.5 (the kind and range are checked by the objective)."""
+    kind, _, share = text.partition("=")
+    try:
+        return kind, float(share)
+    except ValueError:
+        raise BuildConfigError(f"--budget: expected KIND=SHARE such as time=0.5, got {text!r}") \
+            from None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One LoRA fine-tuning run: where the adapters go, and the settings every strategy shares."""
+
+    model: str = field(metadata=option(
+        "--model", "smollm2-135m, a local checkpoint directory, or a hub id", metavar="MODEL"))
+    task: str = field(metadata=option(
+        "--task", "sentiment | dialog | FILE.jsonl | FILE.csv | datasets directory",
+        metavar="TASK"))
+    layers: str = field(default="auto", metadata=option(
+        "--layers", "all | auto (the card's placement) | a strategy: first, middle, last, "
+        "uniform, random, card, gradnorm, resnorm, kappa (k layers each) | indices "
+        "such as 0,4,8 or 3-7", metavar="SPEC"))
+    k: int = field(default=8, metadata=option(
+        "--k", "layers a strategy (and auto without --budget) picks; kappa: the same number "
+        "of modules as k full layers", minimum=1))
+    budget: str = field(default="", metadata=option(
+        "--budget", "with --layers auto: the best set costing at most SHARE of all-layer "
+        "LoRA, KIND=SHARE with KIND time | memory | params (e.g. time=0.6)",
+        metavar="KIND=SHARE"))
+    card: str = field(default="", metadata=option(
+        "--card", "card.json (or its directory) for auto, card, gradnorm, resnorm; without "
+        "it auto builds one into OUT/card", metavar="CARD"))
+    train_examples: int = field(default=1000, metadata=option(
+        "--train-examples", "training examples (the first ones of the train split)", minimum=1))
+    epochs: float = field(default=1.0, metadata=option(
+        "--epochs", "passes over the training examples", metavar="E", positive=True))
+    batch_size: int = field(default=8, metadata=option(
+        "--batch-size", "examples per optimizer step (per process)", minimum=1))
+    lr: float = field(default=LoraSettings().lr, metadata=option(
+        "--lr", "AdamW learning rate (linear decay to 0, no warmup)", metavar="LR",
+        positive=True))
+    rank: int = field(default=8, metadata=option("--rank", "LoRA rank r (alpha = 2r)", minimum=1))
+    max_length: int = field(default=256, metadata=option(
+        "--max-length", "longest example in tokens; longer ones are an error", minimum=2))
+    seed: int = field(default=0, metadata=option(
+        "--seed", "seed of the data split, data order, random layers and LoRA init", minimum=0))
+    save_steps: int = field(default=25, metadata=option(
+        "--save-steps", "checkpoint every N optimizer steps (a rerun resumes from the last)",
+        minimum=1))
+    progress: bool = field(default=True, metadata=option(
+        "--quiet", "no progress bars or messages", metavar=None, negate=True))
+
+    def validate(self) -> None:
+        """Raise BuildConfigError naming the option of the first setting out of range."""
+        validate_options(self)
+        if self.budget and self.layers != "auto":
+            raise BuildConfigError("--budget applies to --layers auto only")
+        if self.budget:
+            parse_budget(self.budget)
+
+    def lora_settings(self) -> LoraSettings:
+        """The LoRA settings of every run (identical across strategies)."""
+        return LoraSettings(rank=self.rank, alpha=2.0 * self.rank, lr=self.lr)
+
+
+def validate_options(config: Any) -> None:
+    """Raise BuildConfigError naming the flag of the first option field of the dataclass
+    `config` (nested settings included) that is out of its declared range."""
+    for path, _, meta in _options(type(config)):
+        value: Any = config
+        for name in path:
+            value = getattr(value, name)
+        flag = meta["flag"]
+        if meta["minimum"] is not None and value < meta["minimum"]:
+            raise BuildConfigError(f"{flag} must be at least {meta['minimum']}, got {value}")
+        if meta["positive"] and not (math.isfinite(value) and value > 0):
+            raise BuildConfigError(f"{flag} must be a positive number, got {value}")
 
 
 def add_config_arguments(

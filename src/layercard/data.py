@@ -413,7 +413,7 @@ def tokenize(
     return out
 
 
-def _padded(rows: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, Tensor]:
+def pad_rows(rows: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, Tensor]:
     """One batch of rows, right-padded to the longest."""
     width = max(len(r["input_ids"]) for r in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
@@ -437,7 +437,7 @@ def batches(
     if batch_size < 1:
         raise DataError(f"batch_size must be at least 1, got {batch_size}")
     for start in range(0, len(tokenized), batch_size):
-        yield _padded(tokenized[start : start + batch_size], pad_id)
+        yield pad_rows(tokenized[start : start + batch_size], pad_id)
 
 
 def task_batches(
@@ -491,7 +491,7 @@ def measurement_batches(
     rows = tokenize(examples, tokenizer, max_length=max_length, add_eos=kind == "generation")
     head = min(max(head, 0), len(rows))
     return [
-        _padded(run, tokenizer.pad_token_id)
+        pad_rows(run, tokenizer.pad_token_id)
         for part in (rows[:head], rows[head:])
         if part
         for run in _by_length(part, batch_size)

@@ -1,22 +1,27 @@
-"""Shared builders of the layercard tests: tiny random causal LMs and batches for them.
+"""Shared builders of the layercard tests: tiny random causal LMs, batches, cards, and a saved
+tiny model with a word-level tokenizer plus a review task file for the CLI-level tests.
 
 They are fixtures that return the builder, so each test picks sizes without a copy of its own.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
     PreTrainedModel,
+    PreTrainedTokenizerFast,
 )
 
 from layercard.config import LoraSettings
@@ -214,3 +219,37 @@ def _synthetic_card(
 def synthetic_card() -> Callable[..., Card]:
     """Builder of cards with random but plausible numbers (see `_synthetic_card`)."""
     return _synthetic_card
+
+
+# the tiny review task and the vocabulary of the tiny_model tokenizer
+WORDS = ["good", "bad", "film", "plot", "great", "awful", "the", "a", "acting", "dull"]
+VOCAB = ["[UNK]", "[PAD]", "</s>", "Review", ":", "Sentiment", "positive", "negative", *WORDS]
+POSITIVE, NEGATIVE = {"good", "great"}, {"bad", "awful", "dull"}
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 3-layer random Llama saved with save_pretrained, with a word-level tokenizer beside it."""
+    directory = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>"
+    ).save_pretrained(directory)
+    _tiny_lm("llama", 3, vocab=len(VOCAB)).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_task(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """80 labelled review snippets over the tiny vocabulary, as JSONL."""
+    rng = random.Random(0)
+    path = tmp_path_factory.mktemp("task") / "reviews.jsonl"
+    rows = []
+    for _ in range(80):
+        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
+        score = sum((w in POSITIVE) - (w in NEGATIVE) for w in text.split())
+        label = "positive" if score > 0 or (score == 0 and rng.random() < 0.5) else "negative"
+        rows.append(json.dumps({"prompt": f"Review: {text}\nSentiment:", "label": label}))
+    path.write_text("\n".join(rows) + "\n")
+    return path

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import random
 import re
 import subprocess
 import sys
@@ -14,50 +13,17 @@ from pathlib import Path
 import pytest
 import torch
 from scipy.stats import spearmanr
-from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
 
 from layercard.cli import main, make_parser
 from layercard.codec import read_card
 from layercard.config import BuildConfig, CostSettings, config_from_args
 from layercard.schema import SCHEMA
 
-WORDS = ["good", "bad", "film", "plot", "great", "awful", "the", "a", "acting", "dull"]
-VOCAB = ["[UNK]", "[PAD]", "</s>", "Review", ":", "Sentiment", "positive", "negative", *WORDS]
-POSITIVE, NEGATIVE = {"good", "great"}, {"bad", "awful", "dull"}
-N_LAYERS = 3
+N_LAYERS = 3  # of the tiny_model fixture
 # small but complete: cost on two depths, probes, coupling on a subset of the probe examples
 FAST = ["--probe-examples", "16", "--batch-size", "4", "--max-length", "32",
         "--coupling-examples", "8", "--probe-steps", "2", "--probe-dev-examples", "4",
         "--cost-depths", "2", "--cost-steps", "1", "--quiet"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory, tiny_lm) -> Path:
-    """A 3-layer random Llama saved with save_pretrained, with a word-level tokenizer beside it."""
-    directory = tmp_path_factory.mktemp("tiny-llama")
-    tokenizer = Tokenizer(models.WordLevel({w: i for i, w in enumerate(VOCAB)}, unk_token="[UNK]"))
-    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer, unk_token="[UNK]", pad_token="[PAD]", eos_token="</s>"
-    ).save_pretrained(directory)
-    tiny_lm("llama", N_LAYERS, vocab=len(VOCAB)).save_pretrained(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def tiny_task(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """80 labelled review snippets over the tiny vocabulary, as JSONL."""
-    rng = random.Random(0)
-    path = tmp_path_factory.mktemp("task") / "reviews.jsonl"
-    rows = []
-    for _ in range(80):
-        text = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 8)))
-        score = sum((w in POSITIVE) - (w in NEGATIVE) for w in text.split())
-        label = "positive" if score > 0 or (score == 0 and rng.random() < 0.5) else "negative"
-        rows.append(json.dumps({"prompt": f"Review: {text}\nSentiment:", "label": label}))
-    path.write_text("\n".join(rows) + "\n")
-    return path
 
 
 @pytest.fixture(scope="module")

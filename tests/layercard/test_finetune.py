@@ -1,0 +1,147 @@
+"""`layercard train` / `eval` on a tiny saved Llama: layer choices, resume after a kill, scores."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel
+from peft.helpers import KappaTuneSelector
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, Trainer
+
+from layercard.cli import main
+from layercard.config import TrainConfig
+from layercard.evaluation import EvalConfig, evaluate
+from layercard.finetune import TrainDirError, read_summary, train
+
+SMALL = ["--train-examples", "24", "--batch-size", "4", "--max-length", "32",
+         "--save-steps", "2", "--quiet"]
+
+
+def _config(model: Path, task: Path, **changes) -> TrainConfig:
+    base = TrainConfig(model=str(model), task=str(task), layers="middle", k=1,
+                       train_examples=24, batch_size=4, max_length=32, save_steps=2,
+                       progress=False)
+    return replace(base, **changes)
+
+
+def _adapter(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(run / "adapter" / "adapter_model.safetensors")
+
+
+def test_train_adapts_exactly_the_chosen_layers(tiny_model: Path, tiny_task: Path,
+                                                tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--model", str(tiny_model), "--task", str(tiny_task),
+                 "--layers", "0,2", "--out", str(out), *SMALL]) == 0
+    summary = read_summary(out)
+    assert summary.choice.layers == [0, 2] and summary.steps == 6  # 24 examples / 4
+    weights = _adapter(out)
+    layers = {int(k.split(".layers.")[1].split(".")[0]) for k in weights}
+    assert layers == {0, 2}
+    assert summary.trainable_params == sum(v.numel() for v in weights.values())
+    assert any(float(v.abs().sum()) > 0 for k, v in weights.items() if "lora_B" in k)
+    assert summary.peak_memory_bytes > 0 and summary.train_seconds > 0
+    assert len(summary.train_losses) == summary.steps
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    assert isinstance(PeftModel.from_pretrained(base, out / "adapter"), PeftModel)
+
+
+def test_strategies_share_the_identical_lora_config(tiny_model: Path, tiny_task: Path,
+                                                    tmp_path: Path) -> None:
+    configs = {}
+    for strategy in ("first", "last"):
+        out = tmp_path / strategy
+        train(_config(tiny_model, tiny_task, layers=strategy), out)
+        configs[strategy] = json.loads((out / "adapter" / "adapter_config.json").read_text())
+    first, last = configs["first"], configs["last"]
+    assert first.pop("layers_to_transform") == [0] and last.pop("layers_to_transform") == [2]
+    assert first == last
+
+
+def test_kappa_adapts_the_lowest_condition_number_modules(tiny_model: Path, tiny_task: Path,
+                                                          tmp_path: Path) -> None:
+    summary = train(_config(tiny_model, tiny_task, layers="kappa"), tmp_path / "kappa")
+    assert summary.choice.modules is not None and len(summary.choice.modules) == 7
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    ranked = [m for m in KappaTuneSelector(model, show_progress=False).get_best_targets()
+              if ".layers." in m]
+    assert summary.choice.modules == ranked[:7]
+    adapted = {k.split(".lora_")[0].removeprefix("base_model.model.")
+               for k in _adapter(tmp_path / "kappa")}
+    assert adapted == set(ranked[:7])
+
+
+def test_resume_after_a_kill_gives_the_uninterrupted_adapter(
+    tiny_model: Path, tiny_task: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = _config(tiny_model, tiny_task)
+    train(config, tmp_path / "straight")
+    original = Trainer.training_step
+    calls = []
+
+    def dying(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 5:  # after the step-4 checkpoint
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Trainer, "training_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, tmp_path / "killed")
+    monkeypatch.setattr(Trainer, "training_step", original)
+    assert not (tmp_path / "killed" / "train.json").exists()
+    with pytest.raises(TrainDirError, match="other settings"):
+        train(replace(config, lr=5e-4), tmp_path / "killed")
+    resumed = train(config, tmp_path / "killed")
+    assert resumed.resumed
+    straight, again = _adapter(tmp_path / "straight"), _adapter(tmp_path / "killed")
+    assert straight.keys() == again.keys()
+    for key in straight:
+        torch.testing.assert_close(again[key], straight[key], rtol=0, atol=1e-6)
+
+
+def test_train_refuses_foreign_and_finished_directories(tiny_model: Path, tiny_task: Path,
+                                                        tmp_path: Path) -> None:
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("keep me")
+    args = ["train", "--model", str(tiny_model), "--task", str(tiny_task), "--layers", "1",
+            *SMALL]
+    assert main([*args, "--out", str(foreign)]) == 2
+    assert (foreign / "mine.txt").read_text() == "keep me"
+    assert main([*args, "--out", str(tmp_path / "run")]) == 0
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2  # finished: not redone
+    assert main([*args, "--out", str(tmp_path / "x"), "--layers", "7"]) == 2
+    assert main([*args, "--out", str(tmp_path / "y"), "--budget", "time=0.5"]) == 2
+    assert not (tmp_path / "y").exists()
+
+
+def test_eval_scores_the_adapter_and_the_base_model(tiny_model: Path, tiny_task: Path,
+                                                    tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    train(_config(tiny_model, tiny_task, layers="all", lr=1e-2), run)
+    adapted = evaluate(EvalConfig(run=str(run), latency_tokens=3))
+    base = evaluate(EvalConfig(run=None, model=str(tiny_model), task=str(tiny_task),
+                               latency_tokens=3))
+    assert adapted.metric == base.metric == "accuracy"
+    assert 0.0 <= adapted.accuracy <= 1.0 and adapted.n_examples == base.n_examples > 0
+    assert adapted.loss < base.loss  # the adapter learned the label format
+    assert adapted.latency_unmerged > 0 and adapted.latency_merged > 0
+    assert base.latency_unmerged is None
+    out = tmp_path / "eval.json"
+    assert main(["eval", str(run), "--latency-tokens", "2", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["accuracy"] == pytest.approx(adapted.accuracy)
+    assert main(["eval", str(tmp_path / "nothing")]) == 2
+    assert main(["eval", "--model", str(tiny_model)]) == 2
+
+
+def test_lora_config_of_an_explicit_list_is_peft_loadable(tiny_model: Path, tiny_task: Path,
+                                                          tmp_path: Path) -> None:
+    train(_config(tiny_model, tiny_task, layers="1-2"), tmp_path / "r")
+    config = LoraConfig.from_pretrained(tmp_path / "r" / "adapter")
+    assert config.layers_to_transform == [1, 2] and config.r == 8
