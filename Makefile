@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup fetch demo test lint bench-card bench-probes clean
+.PHONY: setup fetch demo test lint bench-card bench-probes bench-placement clean
 
 setup: $(STAMP)
 
@@ -40,7 +40,13 @@ bench-probes: fetch
 	$(BIN)/python benchmarks/bench_probes.py --out benchmarks/results/probes
 	$(BIN)/python benchmarks/probe_features.py --out benchmarks/results/probes
 	$(BIN)/python benchmarks/probe_line.py --out benchmarks/results/probes
+	$(BIN)/python benchmarks/probe_correction.py --out benchmarks/results/probes
 	$(BIN)/python benchmarks/probe_report.py --out benchmarks/results/probes
+
+# Card-guided LoRA vs all layers, fixed strategies and KappaTune (resumable: rerun to continue;
+# BENCH_ARGS="--max-runs 5" for a sitting's worth).
+bench-placement: fetch
+	$(BIN)/python benchmarks/bench_placement.py --out benchmarks/results/placement $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -145,3 +147,28 @@ def test_lora_config_of_an_explicit_list_is_peft_loadable(tiny_model: Path, tiny
     train(_config(tiny_model, tiny_task, layers="1-2"), tmp_path / "r")
     config = LoraConfig.from_pretrained(tmp_path / "r" / "adapter")
     assert config.layers_to_transform == [1, 2] and config.r == 8
+
+
+def test_placement_benchmark_resumes_and_reports(tiny_model: Path, tiny_task: Path,
+                                                 tmp_path: Path) -> None:
+    script = Path(__file__).parents[2] / "benchmarks" / "bench_placement.py"
+    out = tmp_path / "placement"
+    command = [sys.executable, str(script), "--quick", "--quiet", "--model", str(tiny_model),
+               "--tasks", str(tiny_task), "--seeds", "0", "--max-length", "32",
+               "--work", str(tmp_path / "work"), "--out", str(out), "--max-runs", "3"]
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    runs = out / "runs" / "reviews"
+    first = {p.name: p.stat().st_mtime_ns for p in runs.glob("*-seed0.json")}
+    assert sorted(first) == ["all-seed0.json", "first-k8-seed0.json", "middle-k8-seed0.json"]
+    record = json.loads((runs / "first-k8-seed0.json").read_text())
+    assert record["layers"] == [0, 1, 2]  # k = 8 of a 3-layer model: clipped to every layer
+    assert 0.0 <= record["test"]["accuracy"] <= 1.0
+    proc = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    now = {p.name: p.stat().st_mtime_ns for p in runs.glob("*-seed0.json")}
+    assert {k: now[k] for k in first} == first and len(now) == 6  # 3 skipped, 3 new
+    report = json.loads((out / "placement_report.json").read_text())
+    assert {row["strategy"] for row in report[0]["rows"]} == {"all", "first", "middle", "last",
+                                                              "uniform", "random"}
+    assert "| all |" in (out / "placement_report.md").read_text()
