@@ -190,6 +190,7 @@ def build_card(
         task = data.load_task(config.task, seed=config.seed)  # cheap: a bad --task fails fast
     if loaded is None:
         loaded = load_model(config.model)
+    data.check_lengths(task, loaded.tokenizer, config.max_length)
     probe_examples = task.train[: config.probe_examples]
     shape = {"kind": task.kind, "max_length": config.max_length, "batch_size": config.batch_size}
     probe_batches = data.task_batches(probe_examples, loaded.tokenizer, **shape)  # training order

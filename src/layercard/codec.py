@@ -107,7 +107,32 @@ def from_json(text: str, *, source: str = "card.json") -> Card:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         found = data.get("schema") if isinstance(data, dict) else None
         raise CardFormatError(f"{source}: schema {found!r} is not supported (expected {SCHEMA!r})")
-    return _decode(Card, data, source)
+    card = _decode(Card, data, source)
+    check_consistent(card, source)
+    return card
+
+
+def check_consistent(card: Card, source: str) -> None:
+    """CardFormatError unless the card's parts agree on its depth: one layer entry per block
+    0..n-1 in order, sites on those layers only and on every one, an n×n coupling matrix and
+    one probe gain per layer."""
+    n = card.provenance.model.n_layers
+    found = [e.layer for e in card.layers]
+    if found != list(range(n)):
+        missing = sorted(set(range(n)) - set(found))
+        raise CardFormatError(f"{source}: layers: expected entries for the model's {n} blocks "
+                              f"0..{n - 1} in order, got {len(found)} (missing {missing})")
+    bare = sorted(set(range(n)) - {s.layer for s in card.sites})
+    stray = sorted({s.layer for s in card.sites} - set(range(n)))
+    if bare or stray:
+        raise CardFormatError(f"{source}: sites: layers without sites {bare}, sites on unknown "
+                              f"layers {stray}")
+    matrix = card.coupling.matrix
+    if len(matrix) != n or any(len(row) != n for row in matrix):
+        raise CardFormatError(f"{source}: coupling.matrix: expected {n}×{n}")
+    if card.probe is not None and len(card.probe.gains) != n:
+        raise CardFormatError(f"{source}: probe.gains: expected {n} values, got "
+                              f"{len(card.probe.gains)}")
 
 
 def read_card(path: str | os.PathLike[str]) -> Card:

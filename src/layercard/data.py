@@ -413,6 +413,13 @@ def tokenize(
     return out
 
 
+def check_lengths(task: TaskData, tokenizer: PreTrainedTokenizerBase, max_length: int) -> None:
+    """DataError naming the first example of any split longer than `max_length` tokens (as
+    fine-tuning would tokenize it), so that a long row fails the same wherever it sits."""
+    everything = [*task.train, *task.dev, *task.test]
+    tokenize(everything, tokenizer, max_length=max_length, add_eos=task.kind == "generation")
+
+
 def pad_rows(rows: Sequence[Mapping[str, Any]], pad_id: int) -> dict[str, Tensor]:
     """One batch of rows, right-padded to the longest."""
     width = max(len(r["input_ids"]) for r in rows)

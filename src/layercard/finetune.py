@@ -187,6 +187,7 @@ def train(config: TrainConfig, out: str | Path) -> TrainSummary:
     resuming = _check_out(out, record)
     task = data.load_task(config.task, seed=config.seed)
     loaded = load_model(config.model)
+    data.check_lengths(task, loaded.tokenizer, config.max_length)
     rows = data.tokenize(task.train[: config.train_examples], loaded.tokenizer,
                          max_length=config.max_length, add_eos=task.kind == "generation")
     out.mkdir(parents=True, exist_ok=True)

@@ -167,6 +167,25 @@ def load_model(spec: str, *, dtype: torch.dtype = torch.float32) -> LoadedModel:
     return frozen_model(model, tokenizer, spec, source=source, weights_hash=digest)
 
 
+@torch.no_grad()
+def check_causal(model: PreTrainedModel, model_id: str, length: int = 8) -> None:
+    """ModelLoadError unless the model is causal: changing the last token of a random sequence
+    must leave the predictions at every earlier position unchanged. An encoder (BERT without
+    is_decoder) sees the answer it is asked to predict, so its card would be meaningless."""
+    vocab = model.get_input_embeddings().num_embeddings
+    device = next(model.parameters()).device
+    ids = torch.randint(0, vocab, (1, length), generator=torch.Generator().manual_seed(0))
+    other = ids.clone()
+    other[0, -1] = (ids[0, -1] + 1) % vocab
+    before = model(input_ids=ids.to(device)).logits[0, :-1].float()
+    after = model(input_ids=other.to(device)).logits[0, :-1].float()
+    if not torch.allclose(before, after, rtol=1e-3, atol=1e-3 * float(before.abs().max())):
+        raise ModelLoadError(
+            f"--model {model_id!r}: not a causal LM (changing a token changes the predictions "
+            "before it, as in an encoder such as BERT); layercard needs a decoder-only model"
+        )
+
+
 def frozen_model(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -186,6 +205,7 @@ def frozen_model(
             )
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "right"
+    check_causal(model, model_id)
     blocks_path, blocks = find_blocks(model)
     return LoadedModel(
         model, tokenizer, model_id, source or model_id, weights_hash, blocks_path, len(blocks)

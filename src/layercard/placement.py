@@ -21,13 +21,10 @@ from layercard.config import BuildConfig
 from layercard.data import TaskData
 from layercard.decide import Objective, Placement, place
 from layercard.models import frozen_model
+from layercard.output import check_replaceable
 from layercard.plots import plot_pareto
 from layercard.schema import Card
 from layercard.training import peft_lora_config
-
-
-class PlacementDirError(ValueError):
-    """The output directory exists and is neither empty nor a previous placement (names --out)."""
 
 
 def placement_lora_config(card: Card, placement: Placement) -> LoraConfig:
@@ -61,20 +58,12 @@ def placement_markdown(card: Card, placement: Placement) -> str:
     )
 
 
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and (
-        not out.is_dir() or (any(out.iterdir()) and not (out / "placement.json").is_file())
-    ):
-        raise PlacementDirError(
-            f"--out {out}: exists and is not an empty directory or a previous placement"
-        )
-
-
 def write_placement(card: Card, placement: Placement, out: str | os.PathLike[str]) -> Path:
     """Write adapter_config.json (peft's `save_pretrained`), placement.json, placement.md and
     pareto.png into `out` in one move (a previous placement there is replaced)."""
     out = Path(out)
-    _check_out_dir(out)
+    check_replaceable(out, "placement.json", "card_schema", "layercard/card@", "placement",
+                      others=("adapter_config.json",))
 
     def fill(staging: Path) -> None:
         placement_lora_config(card, placement).save_pretrained(staging)

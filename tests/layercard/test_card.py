@@ -82,6 +82,17 @@ def test_from_json_rejects_other_schemas_and_malformed_cards(
         from_json(json.dumps(broken))
     with pytest.raises(CardFormatError, match="not valid JSON"):
         from_json("{")
+    for part, edit, message in (
+        ("layers", lambda d: d["layers"].pop(3), r"missing \[3\]"),
+        ("sites", lambda d: d.update(sites=[s for s in d["sites"] if s["layer"] != 1]),
+         r"layers without sites \[1\]"),
+        ("coupling", lambda d: d["coupling"]["matrix"].pop(), "coupling.matrix"),
+        ("probe", lambda d: d["probe"]["gains"].pop(), "probe.gains"),
+    ):
+        broken = json.loads(json.dumps(data))
+        edit(broken)
+        with pytest.raises(CardFormatError, match=message):
+            from_json(json.dumps(broken), source=part)
     with pytest.raises(CardFormatError, match="cannot read"):
         read_card(tmp_path / "missing.json")
 
@@ -280,3 +291,23 @@ def test_failed_write_leaves_the_previous_card_in_place(synthetic_card, tmp_path
         write_card_dir(synthetic_card(seed=2), out, extra=fail)
     assert read_card(out / "card.json") == synthetic_card(seed=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["card"]
+
+
+def test_out_dirs_the_tool_did_not_write_are_never_replaced(synthetic_card,
+                                                            tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "card.json").write_text('{"name": "my own card"}')
+    (foreign / "data.csv").write_text("a,b\n")
+    with pytest.raises(OutDirError, match="not a previous layer card"):
+        write_card_dir(synthetic_card(), foreign)
+    assert sorted(p.name for p in foreign.iterdir()) == ["card.json", "data.csv"]
+    card = write_card_dir(synthetic_card(seed=1), tmp_path / "card")
+    (card / "notes.txt").write_text("mine")
+    with pytest.raises(OutDirError, match=r"notes\.txt"):
+        write_card_dir(synthetic_card(seed=2), card)
+    assert (card / "notes.txt").read_text() == "mine"
+    assert read_card(card / "card.json") == synthetic_card(seed=1)
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutDirError, match="cannot be created"):
+        write_card_dir(synthetic_card(), tmp_path / "file" / "sub")

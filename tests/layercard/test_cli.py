@@ -311,3 +311,18 @@ def test_probe_benchmark_runs_every_planned_run_and_skips_finished_ones(
         float(spearmanr(range(3), gains).statistic)
     )
     assert (out / "probe_report.md").read_text().startswith("# Probe benchmark")
+
+
+def test_a_long_row_anywhere_in_the_task_is_an_error(
+    tiny_model: Path, tiny_task: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rows = tiny_task.read_text().splitlines()
+    long = json.dumps({"prompt": "Review: " + " ".join(["good"] * 40) + "\nSentiment:",
+                       "label": "positive"})
+    task = tmp_path / "long.jsonl"
+    task.write_text("\n".join([*rows, long]) + "\n")
+    out = tmp_path / "card"
+    assert main(_build_args(tiny_model, task, out, *FAST)) == 2  # probes use 16 of 81 rows
+    err = capsys.readouterr().err
+    assert "long.jsonl:81" in err and "max_length=32" in err
+    assert not out.exists()

@@ -15,6 +15,8 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from torch import nn
 from transformers import (
     AutoModelForCausalLM,
+    BertConfig,
+    BertLMHeadModel,
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
@@ -259,3 +261,14 @@ def test_smollm2_reload_is_fast_and_identical(smollm2: lcm.LoadedModel) -> None:
     assert again.weights_hash == smollm2.weights_hash
     a, b = smollm2.model.state_dict(), again.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_an_encoder_is_refused_and_a_decoder_accepted(tiny_lm) -> None:
+    config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
+                        num_attention_heads=4, intermediate_size=64, is_decoder=False)
+    torch.manual_seed(0)
+    with pytest.raises(lcm.ModelLoadError, match="not a causal LM"):
+        lcm.check_causal(BertLMHeadModel(config).eval(), "bert")
+    config.is_decoder = True
+    lcm.check_causal(BertLMHeadModel(config).eval(), "bert-decoder")
+    lcm.check_causal(tiny_lm("gpt2", 2), "gpt2")
