@@ -1,6 +1,7 @@
 """Neural TPP models: THP, RoTHP, MHP, MHP-E encoders with shared heads, built by name.
 
-``build_model(name, num_types, config)`` returns a `TPPModel` (encoder + heads + start state).
+``build_model(name, num_types, config)`` returns a `TPPModel` (encoder + heads + start state);
+``config.decoder`` picks the intensity decoder (`HEADS`) for any encoder.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import dataclasses
 from typing import Any
 
 from neuraltpp.models.config import ModelConfig
-from neuraltpp.models.heads import Heads, TPPModel
+from neuraltpp.models.heads import DecayHeads, THPHeads, TPPModel
 from neuraltpp.models.mhp import MHPEncoder
 from neuraltpp.models.mhpe import MHPEEncoder
 from neuraltpp.models.rothp import RoTHPEncoder
@@ -19,6 +20,7 @@ __all__ = ["MODEL_NAMES", "ModelConfig", "TPPModel", "build_model"]
 
 ENCODERS = {"thp": THPEncoder, "rothp": RoTHPEncoder, "mhp": MHPEncoder, "mhpe": MHPEEncoder}
 MODEL_NAMES = tuple(ENCODERS)
+HEADS = {"thp": THPHeads, "decay": DecayHeads}  # keys: models.config.DECODERS
 
 
 def build_model(
@@ -36,4 +38,5 @@ def build_model(
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         config = ModelConfig(**config)
-    return TPPModel(ENCODERS[name](num_types, config), Heads(config.d_model, num_types))
+    encoder = ENCODERS[name](num_types, config)  # before the heads: the seeded init order
+    return TPPModel(encoder, HEADS[config.decoder](config.d_model, num_types))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 DT_FUNCTIONS = ("authors", "affine-softplus", "raw")  # MHP step functions: see models.mhp
+DECODERS = ("thp", "decay")  # intensity decoders: see models.heads
 
 
 @dataclass
@@ -22,10 +23,13 @@ class ModelConfig:
     chunk_size: int = 16  # selective-scan chunk (memory ~ chunk^2)
     dt_fn: str = "affine-softplus"  # MHP step function f(gap): see neuraltpp.models.mhp
     n_mamba_layers: int = 1  # mhpe only: Mamba layers before its n_layers attention layers
+    decoder: str = "thp"  # intensity decoder of every encoder: see neuraltpp.models.heads
 
     def __post_init__(self) -> None:
         if self.dt_fn not in DT_FUNCTIONS:
             raise ValueError(f"ModelConfig.dt_fn must be one of {DT_FUNCTIONS}, got {self.dt_fn!r}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"ModelConfig.decoder must be one of {DECODERS}, got {self.decoder!r}")
         if self.d_model % self.n_heads or (self.d_model // self.n_heads) % 2:
             raise ValueError(
                 f"ModelConfig: d_model={self.d_model} must split into n_heads={self.n_heads} "

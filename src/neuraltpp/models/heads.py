@@ -1,16 +1,21 @@
 """Heads shared by every neural TPP, the `TPPModel` wrapper, and the encoders' time features.
 
-On the hidden state h_j after event j (which has seen events 0..j only) the heads give, for
-t in (t_j, t_{j+1}]:
+On the hidden state h_j after event j (which has seen events 0..j only) an intensity decoder
+gives lambda_k(t) for t in (t_j, t_{j+1}] (``ModelConfig.decoder``):
 
-    lambda_k(t) = softplus_{beta_k}(alpha_k (t - t_j) + w_k . h_j + b_k),
-    softplus_beta(x) = log(1 + exp(beta x)) / beta            (beta_k > 0, as in the THP code)
+- ``thp`` (`THPHeads`, default): lambda_k(t) = softplus_{beta_k}(alpha_k (t - t_j) + w_k . h_j
+  + b_k), softplus_beta(x) = log(1 + exp(beta x)) / beta (beta_k > 0, as in the THP code);
+- ``decay`` (`DecayHeads`): lambda_k(t) = mu_k + (c_k - mu_k) exp(-beta_k (t - t_j)), with
+  target level mu_k, start level c_k and rate beta_k computed from h_j; it contains the
+  multivariate exponential Hawkes process exactly and has a closed-form compensator.
 
-plus a type head (linear -> K logits) and a gap head (linear -> softplus -> positive gap).
+Both come with a type head (linear -> K logits) and a gap head (linear -> softplus -> positive
+gap).
 """
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -35,13 +40,41 @@ def inter_event_gaps(times: Tensor, mask: Tensor) -> Tensor:
     return torch.where(mask, gaps, torch.zeros_like(gaps))
 
 
-class Heads(nn.Module):
-    """Intensity, type and gap heads on a hidden state of width ``d_model`` for K event types."""
+class Heads(nn.Module, ABC):
+    """Output heads on a state of width ``d_model`` for K types: an intensity decoder (the
+    subclass), a type head and a gap head."""
+
+    type_proj: nn.Linear
+    gap_proj: nn.Linear
 
     def __init__(self, d_model: int, num_types: int) -> None:
         super().__init__()
         self.d_model = d_model
         self.num_types = num_types
+
+    @abstractmethod
+    def intensity(self, h: Tensor, dt: Tensor) -> Tensor:
+        """lambda_k at times t_j + dt: h [..., d], dt [..., S] (any float dtype) -> [..., S, K]."""
+
+    def compensator(self, h: Tensor, dt: Tensor) -> Tensor | None:
+        """Exact int_0^dt lambda_k(s) ds, h [..., d], dt [...] -> [..., K]; None when the
+        decoder has no closed form (the likelihood then integrates numerically)."""
+        return None
+
+    def type_logits(self, h: Tensor) -> Tensor:
+        """Logits of the next event's type: [..., d] -> [..., K]."""
+        return self.type_proj(h)
+
+    def gap(self, h: Tensor) -> Tensor:
+        """Directly predicted (positive) time to the next event: [..., d] -> [...]."""
+        return F.softplus(self.gap_proj(h)).squeeze(-1)
+
+
+class THPHeads(Heads):
+    """THP's intensity softplus_{beta_k}(alpha_k (t - t_j) + w_k . h_j + b_k) (module doc)."""
+
+    def __init__(self, d_model: int, num_types: int) -> None:
+        super().__init__(d_model, num_types)
         self.intensity_proj = nn.Linear(d_model, num_types)
         self.alpha = nn.Parameter(torch.full((num_types,), -0.1))  # THP's initial value
         self.log_beta = nn.Parameter(torch.zeros(num_types))  # beta = exp(log_beta) = 1 at init
@@ -55,13 +88,50 @@ class Heads(nn.Module):
         beta = self.log_beta.exp()
         return F.softplus(beta * x) / beta
 
-    def type_logits(self, h: Tensor) -> Tensor:
-        """Logits of the next event's type: [..., d] -> [..., K]."""
-        return self.type_proj(h)
 
-    def gap(self, h: Tensor) -> Tensor:
-        """Directly predicted (positive) time to the next event: [..., d] -> [...]."""
-        return F.softplus(self.gap_proj(h)).squeeze(-1)
+_FLOOR = 1e-12  # lower bound of mu and beta: float32 softplus can underflow to 0
+
+
+class DecayHeads(Heads):
+    """Exponential decay from a start level to a target level (Neural-Hawkes style), per type:
+
+        lambda_k(t_j + s) = mu_k + e_k exp(-beta_k s),
+        mu_k = softplus(u_k . h_j + a_k),  beta_k = softplus(r_k . h_j + g_k),
+        e_k = c_k - mu_k = mu_k elu(x_k / mu_k),  x_k = w_k . h_j + b_k.
+
+    e_k = x_k for x_k >= 0 and mu_k (exp(x_k / mu_k) - 1) in (-mu_k, 0) below (C^1 at 0), so
+    the start level c_k = mu_k + e_k and the intensity (between c_k and mu_k) stay > 0. An
+    exponential Hawkes process with baseline mu, branching matrix alpha and decay beta is the
+    case u = r = 0, a = softplus^-1(mu), g = softplus^-1(beta), b = 0, w = alpha applied to the
+    state S_l(t_j) = sum_{i <= j, k_i = l} beta exp(-beta (t_j - t_i)) (e_k >= 0 there, where
+    the link is the identity). The compensator is mu_k s + e_k (1 - exp(-beta_k s)) / beta_k.
+    """
+
+    def __init__(self, d_model: int, num_types: int) -> None:
+        super().__init__(d_model, num_types)
+        self.level_proj = nn.Linear(d_model, num_types)
+        self.start_proj = nn.Linear(d_model, num_types)
+        self.rate_proj = nn.Linear(d_model, num_types)
+        self.type_proj = nn.Linear(d_model, num_types)
+        self.gap_proj = nn.Linear(d_model, 1)
+
+    def levels(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Target level mu, excess e = c - mu at t_j and decay rate beta, each [..., K]."""
+        mu = F.softplus(self.level_proj(h)).clamp_min(_FLOOR)
+        excess = mu * F.elu(self.start_proj(h) / mu)
+        beta = F.softplus(self.rate_proj(h)).clamp_min(_FLOOR)
+        return mu, excess, beta
+
+    def intensity(self, h: Tensor, dt: Tensor) -> Tensor:
+        """lambda_k at times t_j + dt: h [..., d], dt [..., S] (any float dtype) -> [..., S, K]."""
+        mu, excess, beta = (p.unsqueeze(-2) for p in self.levels(h))
+        return mu + excess * torch.exp(-beta * dt.to(h.dtype).unsqueeze(-1))
+
+    def compensator(self, h: Tensor, dt: Tensor) -> Tensor:
+        """Exact int_0^dt lambda_k(s) ds: h [..., d], dt [...] -> [..., K]."""
+        mu, excess, beta = self.levels(h)
+        dt = dt.to(h.dtype).unsqueeze(-1)
+        return mu * dt - excess * torch.expm1(-beta * dt) / beta
 
 
 class TPPModel(nn.Module):
@@ -85,6 +155,10 @@ class TPPModel(nn.Module):
     def intensity(self, h: Tensor, dt: Tensor) -> Tensor:
         """Per-type intensity at t_j + dt from state h: h [..., d], dt [..., S] -> [..., S, K]."""
         return self.heads.intensity(h, dt)
+
+    def compensator(self, h: Tensor, dt: Tensor) -> Tensor | None:
+        """Closed-form int_0^dt lambda_k, h [..., d], dt [...] -> [..., K]; None without one."""
+        return self.heads.compensator(h, dt)
 
     def type_logits(self, h: Tensor) -> Tensor:
         """Type-head logits, [..., d] -> [..., K]."""
