@@ -24,7 +24,7 @@ from neuraltpp.demo import DemoConfig, run_demo, simulate_data
 from neuraltpp.likelihood import FIRST_EVENT, INTEGRATIONS, MODES, LikelihoodOptions
 from neuraltpp.metrics import describe
 from neuraltpp.models import MODEL_NAMES, ModelConfig
-from neuraltpp.models.config import DT_FUNCTIONS
+from neuraltpp.models.config import DECODERS, DT_FUNCTIONS
 from neuraltpp.runs import (
     CheckpointMetrics,
     EvalRunConfig,
@@ -57,6 +57,7 @@ MODEL_OPTION_HELP = {
     "chunk_size": "selective-scan chunk length (memory ~ chunk^2)",
     "dt_fn": "MHP step function f(gap) of the inter-event time",
     "n_mamba_layers": "mhpe: Mamba layers before the attention layers",
+    "decoder": "intensity decoder: thp (softplus) or decay (contains the exponential Hawkes)",
 }
 
 
@@ -300,7 +301,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         g.add_argument(
             f"--{f.name.replace('_', '-')}",
             type=parse,
-            choices=DT_FUNCTIONS if f.name == "dt_fn" else None,
+            choices={"dt_fn": DT_FUNCTIONS, "decoder": DECODERS}.get(f.name),
             default=None,
             help=f"{MODEL_OPTION_HELP[f.name]} (default {f.default})",
         )
