@@ -107,7 +107,9 @@ def _scores(
     return loss, accuracy
 
 
-PHASES = ("even", "even-seeds", "odd", "odd-seeds", "long", "set")
+# in the order they run, most needed first, each for every task: single layers at the first
+# seed (what predictors are ranked against), multi-layer sets, longer runs, the other seeds
+PHASES = ("even", "odd", "set", "long", "even-seeds", "odd-seeds")
 
 
 def plan(args: argparse.Namespace, n_layers: int, steps: int) -> list[tuple[str, list, int, int]]:
@@ -206,9 +208,7 @@ def main() -> None:
         }
         task_name = data.load_task(name, seed=config.seed).name
         write_text(args.out / "runs" / task_name / "meta.json", json.dumps(meta, indent=2) + "\n")
-    # most needed first: the single-layer phases for every task, then each task's other phases
-    order = [(phase, name) for phase in PHASES[:4] for name in args.tasks]
-    order += [(phase, name) for name in args.tasks for phase in PHASES[4:]]
+    order = [(phase, name) for phase in PHASES for name in args.tasks]
     for phase, name in order:
         run_task(args, config_from_args(BuildConfig, args, task=name), phase)
 

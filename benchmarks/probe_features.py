@@ -5,7 +5,8 @@ probe batch (the batches, loss and batch size of `layercard.probe`), accumulated
 over batches in weight space, and as mean and per-coordinate variance σ² in the LoRA-B space of
 a random LoRA A (peft's initialisation, B = 0). From them, per module and summed per layer:
 gradient norms (Frobenius, row-L2 sum, L1: the first full-weight Adam step's gain over lr), the
-first LoRA Adam step's gain over lr (Adam's first update is lr·sign(g): ‖μ_B‖₁), and its
+first LoRA Adam step's gain over lr (Adam's first update is lr·sign(g): ‖μ_B‖₁), the same once
+A is aligned with the gradient's top-r directions (`_aligned_rate`), and its
 noise-aware version Σ μ_B²/√(μ_B²+σ_B²) (Adam's update per coordinate is about lr·μ/√(μ²+σ²)
 under batch noise). For classification tasks also the same of the label-only loss (prefix
 label_): the part that separates the labels, without the answer format. The card's own
@@ -102,9 +103,20 @@ def site_features(
             "grad_l1": float(mu.abs().sum()),  # first full-weight Adam step: lr·‖μ‖₁
             "lora_l1": float(mu_b.abs().sum()),  # first LoRA Adam step: lr·‖μ_B‖₁
             "lora_snr": float(snr_b.sum()),
+            "lora_aligned": _aligned_rate(mu, rank, alpha),
             "snr_share": float(snr_b.sum() / mu_b.abs().sum().clamp_min(1e-300)),
         }
     return out
+
+
+def _aligned_rate(mu: torch.Tensor, rank: int, alpha: float) -> float:
+    """‖μ_B‖₁ once LoRA A has turned to the gradient's top-r input directions: A's rows keep
+    peft's initial norm (1/√3 for kaiming_uniform(a=√5)), so column i of μ_B = (α/r)·μ·a_i is
+    (α/r)·σ_i·u_i/√3 and its L1 norm (α/r)·σ_i·‖u_i‖₁/√3 (σ_i, u_i: singular values and left
+    singular vectors of μ). Against a random A this rewards a gradient of low effective rank."""
+    u, s, _ = torch.linalg.svd(mu, full_matrices=False)
+    top = min(rank, s.numel())
+    return float((alpha / rank) * (s[:top] * u[:, :top].abs().sum(0)).sum() / math.sqrt(3.0))
 
 
 def task_parser(doc: str) -> argparse.ArgumentParser:

@@ -64,18 +64,21 @@ def predictors(
             out[name] = per_layer
         first = [steps * lr * v for v in out["lora_l1"]]
         out["adam_first_order"] = first
-        capacity = [base_loss * e.rel_resnorm for e in card.layers]
-        out["adam_saturating"] = [
-            c * (1.0 - math.exp(-f / c)) if c > 0 else 0.0
-            for c, f in zip(capacity, first, strict=True)
-        ]
+        out["adam_saturating"] = saturating([base_loss * e.rel_resnorm for e in card.layers],
+                                            first)
     return out
 
 
-def _line(out: Path, task: str) -> list[float] | None:
-    """probe_line.py's per-layer dev-loss drops along Adam's first direction, if computed."""
-    path = out / "features" / f"{task}-line.json"
-    return json.loads(path.read_text())["adam_line"] if path.exists() else None
+def _feature(out: Path, task: str, suffix: str, key: str) -> list[float] | None:
+    """A per-layer feature list another script wrote to <out>/features/<task>-<suffix>.json."""
+    path = out / "features" / f"{task}-{suffix}.json"
+    return json.loads(path.read_text())[key] if path.exists() else None
+
+
+def saturating(capacity: list[float], rate: list[float]) -> list[float]:
+    """C·(1 − exp(−R/C)) per layer: the first-order rate R at first, the capacity C at most."""
+    return [c * (1.0 - math.exp(-r / c)) if c > 0 else 0.0
+            for c, r in zip(capacity, rate, strict=True)]
 
 
 def _set_prediction(values: list[float], rho: np.ndarray, layers: list[int]) -> float:
@@ -102,9 +105,15 @@ def task_report(out: Path, task: str, steps: int, seeds: list[int]) -> dict:
     base = json.loads((out / "runs" / task / "base.json").read_text())
     candidates = predictors(card, features, base_loss=base["dev_loss"], steps=steps,
                             lr=LoraSettings().lr)
-    line = _line(out, task)
+    line = _feature(out, task, "line", "adam_line")
     if line is not None:
         candidates["adam_line"] = line
+    correction = _feature(out, task, "correction", "correction_line")
+    if correction is not None:
+        candidates["correction_line"] = correction
+        if "adam_first_order" in candidates:
+            candidates["adam_correction"] = saturating(correction,
+                                                       candidates["adam_first_order"])
     report["spearman_gain"] = {
         name: _spearman([values[i] for i in layers], gains) for name, values in candidates.items()
     }
