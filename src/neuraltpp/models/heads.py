@@ -16,7 +16,7 @@ gap).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,7 @@ class Heads(nn.Module, ABC):
 
     type_proj: nn.Linear
     gap_proj: nn.Linear
+    exact_compensator: ClassVar[bool] = False  # True: `compensator` integrates in closed form
 
     def __init__(self, d_model: int, num_types: int) -> None:
         super().__init__()
@@ -56,10 +57,10 @@ class Heads(nn.Module, ABC):
     def intensity(self, h: Tensor, dt: Tensor) -> Tensor:
         """lambda_k at times t_j + dt: h [..., d], dt [..., S] (any float dtype) -> [..., S, K]."""
 
-    def compensator(self, h: Tensor, dt: Tensor) -> Tensor | None:
-        """Exact int_0^dt lambda_k(s) ds, h [..., d], dt [...] -> [..., K]; None when the
-        decoder has no closed form (the likelihood then integrates numerically)."""
-        return None
+    def compensator(self, h: Tensor, dt: Tensor) -> Tensor:
+        """Exact int_0^dt lambda_k(s) ds, h [..., d], dt [...] -> [..., K], for decoders with a
+        closed form (``exact_compensator``); the likelihood integrates the others numerically."""
+        raise NotImplementedError(f"{type(self).__name__} has no closed-form compensator")
 
     def type_logits(self, h: Tensor) -> Tensor:
         """Logits of the next event's type: [..., d] -> [..., K]."""
@@ -95,17 +96,21 @@ _FLOOR = 1e-12  # lower bound of mu and beta: float32 softplus can underflow to 
 class DecayHeads(Heads):
     """Exponential decay from a start level to a target level (Neural-Hawkes style), per type:
 
-        lambda_k(t_j + s) = mu_k + e_k exp(-beta_k s),
+        lambda_k(t_j + s) = mu_k + (c_k - mu_k) exp(-beta_k s),
         mu_k = softplus(u_k . h_j + a_k),  beta_k = softplus(r_k . h_j + g_k),
-        e_k = c_k - mu_k = mu_k elu(x_k / mu_k),  x_k = w_k . h_j + b_k.
+        c_k = mu_k + x_k if x_k >= 0, else mu_k^2 / (mu_k - x_k),  x_k = w_k . h_j + b_k.
 
-    e_k = x_k for x_k >= 0 and mu_k (exp(x_k / mu_k) - 1) in (-mu_k, 0) below (C^1 at 0), so
-    the start level c_k = mu_k + e_k and the intensity (between c_k and mu_k) stay > 0. An
-    exponential Hawkes process with baseline mu, branching matrix alpha and decay beta is the
-    case u = r = 0, a = softplus^-1(mu), g = softplus^-1(beta), b = 0, w = alpha applied to the
-    state S_l(t_j) = sum_{i <= j, k_i = l} beta exp(-beta (t_j - t_i)) (e_k >= 0 there, where
-    the link is the identity). The compensator is mu_k s + e_k (1 - exp(-beta_k s)) / beta_k.
+    The start link is the identity on the excess x >= 0 and maps inhibition x < 0 into (0, mu)
+    (C^1 at 0; rational, so it neither underflows nor loses its gradient for strong
+    inhibition): the start level and the intensity (between c_k and mu_k) stay > 0, evaluated
+    as mu (1 - e^{-beta s}) + c e^{-beta s}, a sum of two non-negative terms. An exponential
+    Hawkes process with baseline mu, branching matrix alpha and decay beta is the case u = r = 0,
+    a = softplus^-1(mu), g = softplus^-1(beta), b = 0, w = alpha on the excitation state
+    S_l(t_j) = sum_{i <= j, k_i = l} beta exp(-beta (t_j - t_i)) (x = alpha S >= 0). The
+    compensator is mu_k s + (c_k - mu_k) (1 - exp(-beta_k s)) / beta_k.
     """
+
+    exact_compensator = True
 
     def __init__(self, d_model: int, num_types: int) -> None:
         super().__init__(d_model, num_types)
@@ -116,22 +121,24 @@ class DecayHeads(Heads):
         self.gap_proj = nn.Linear(d_model, 1)
 
     def levels(self, h: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Target level mu, excess e = c - mu at t_j and decay rate beta, each [..., K]."""
+        """Target level mu, start level c (at t_j) and decay rate beta, each [..., K]."""
         mu = F.softplus(self.level_proj(h)).clamp_min(_FLOOR)
-        excess = mu * F.elu(self.start_proj(h) / mu)
+        x = self.start_proj(h)
+        start = torch.where(x >= 0, mu + x, mu * mu / (mu - x.clamp_max(0.0)))
         beta = F.softplus(self.rate_proj(h)).clamp_min(_FLOOR)
-        return mu, excess, beta
+        return mu, start, beta
 
     def intensity(self, h: Tensor, dt: Tensor) -> Tensor:
         """lambda_k at times t_j + dt: h [..., d], dt [..., S] (any float dtype) -> [..., S, K]."""
-        mu, excess, beta = (p.unsqueeze(-2) for p in self.levels(h))
-        return mu + excess * torch.exp(-beta * dt.to(h.dtype).unsqueeze(-1))
+        mu, start, beta = (p.unsqueeze(-2) for p in self.levels(h))
+        decay = -beta * dt.to(h.dtype).unsqueeze(-1)
+        return -mu * torch.expm1(decay) + start * torch.exp(decay)
 
     def compensator(self, h: Tensor, dt: Tensor) -> Tensor:
         """Exact int_0^dt lambda_k(s) ds: h [..., d], dt [...] -> [..., K]."""
-        mu, excess, beta = self.levels(h)
+        mu, start, beta = self.levels(h)
         dt = dt.to(h.dtype).unsqueeze(-1)
-        return mu * dt - excess * torch.expm1(-beta * dt) / beta
+        return mu * dt - (start - mu) * torch.expm1(-beta * dt) / beta
 
 
 class TPPModel(nn.Module):
@@ -156,8 +163,13 @@ class TPPModel(nn.Module):
         """Per-type intensity at t_j + dt from state h: h [..., d], dt [..., S] -> [..., S, K]."""
         return self.heads.intensity(h, dt)
 
-    def compensator(self, h: Tensor, dt: Tensor) -> Tensor | None:
-        """Closed-form int_0^dt lambda_k, h [..., d], dt [...] -> [..., K]; None without one."""
+    @property
+    def exact_compensator(self) -> bool:
+        """Whether the heads integrate the intensity in closed form (`compensator`)."""
+        return self.heads.exact_compensator
+
+    def compensator(self, h: Tensor, dt: Tensor) -> Tensor:
+        """Exact int_0^dt lambda_k: h [..., d], dt [...] -> [..., K] (if exact_compensator)."""
         return self.heads.compensator(h, dt)
 
     def type_logits(self, h: Tensor) -> Tensor:
