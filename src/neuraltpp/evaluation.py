@@ -72,7 +72,7 @@ def evaluate(
             mode=options.mode,
             first_event=ll.first_event,  # legacy mode reports its own conventions
             include_tail=ll.include_tail,
-            integration=options.integration,
+            integration=ll.integration,  # closed-form for the decay decoder
             time_scale=ds.time_scale,
             ll_per_event_original_units=ll_per_event - math.log(ds.time_scale),
         ),

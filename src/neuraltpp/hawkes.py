@@ -25,12 +25,11 @@ from scipy.optimize import minimize
 
 from neuraltpp.data.batching import pad_sequences
 from neuraltpp.data.containers import EventDataset
-from neuraltpp.likelihood import FIRST_EVENT, LikelihoodOptions
+from neuraltpp.likelihood import CLOSED_FORM, FIRST_EVENT, LikelihoodOptions
 from neuraltpp.metrics import LLMetric, Metrics, prediction_metric
 from neuraltpp.simulate import HawkesParams
 
 HAWKES_PREDICTION = "hawkes: expected next gap, argmax integrated P(type)"
-CLOSED_FORM = "closed-form"  # the compensator is exact: no quadrature
 
 _CHUNK = 4096  # rows per quadrature block in predict (bounds memory at ~nodes * _CHUNK floats)
 

@@ -17,7 +17,9 @@ types. Conventions:
   window_end equals the last time (window unknown).
 - Compensator: Gauss-Legendre quadrature with ``nodes`` points per interval (default 16;
   deterministic, exact for polynomials of degree 31) or Monte Carlo with ``mc_samples`` uniform
-  points per interval drawn from a generator seeded with ``seed``.
+  points per interval drawn from a generator seeded with ``seed``. A model whose intensity
+  decoder has a closed form (``model.exact_compensator``: the ``decay`` decoder) is integrated
+  exactly instead, whatever the option, and the result says ``closed-form``.
 
 All of these choices travel together as one `LikelihoodOptions` (training, evaluation and the
 classical Hawkes baseline take it as one object, with the same defaults).
@@ -50,6 +52,7 @@ from neuraltpp.data.containers import EventDataset
 MODES = ("correct", "legacy")
 INTEGRATIONS = ("gauss-legendre", "monte-carlo")
 FIRST_EVENT = ("condition", "start-state")
+CLOSED_FORM = "closed-form"  # the integration label of an exact compensator: no quadrature
 
 
 @dataclass(frozen=True)
@@ -158,9 +161,9 @@ def log_likelihood(
     ``h``: the states ``model.hidden(batch)`` if the caller already has them (one encoder pass
     shared with prediction or auxiliary losses).
 
-    ``model`` is a `TPPModel` (hidden, intensity, h_start). See the module docstring for the
-    conventions; ``first_event`` and ``include_tail`` are ignored in legacy mode, whose result
-    records ``first_event="own-state"`` and ``include_tail=False``.
+    ``model`` is a `TPPModel` (hidden, intensity, exact_compensator, h_start). See the module
+    docstring for the conventions; ``first_event`` and ``include_tail`` are ignored in legacy
+    mode, whose result records ``first_event="own-state"`` and ``include_tail=False``.
     """
     options = LikelihoodOptions() if options is None else options
     first_event, include_tail = options.first_event, options.include_tail
@@ -173,8 +176,10 @@ def log_likelihood(
 
     if h is None:
         h = model.hidden(batch)
+    exact = model.exact_compensator
+    integration = CLOSED_FORM if exact else options.integration
     if options.mode == "legacy":
-        return _legacy(model, h, times, batch.types, batch.mask, rule, options.integration)
+        return _legacy(model, h, times, batch.types, batch.mask, rule, integration)
 
     states, types, valid = h[:, :-1], batch.types[:, 1:], batch.mask[:, 1:]
     dts = times[:, 1:] - times[:, :-1]
@@ -187,10 +192,15 @@ def log_likelihood(
         dts = torch.cat([(times[:, 0] - start).unsqueeze(1), dts], dim=1)
     dts = torch.where(valid, dts, torch.zeros_like(dts))
 
-    points, weights = rule(dts)
-    lam = model.intensity(states, torch.cat([points, dts.unsqueeze(-1)], dim=-1)).double()
-    comp = torch.where(valid, (lam[..., :-1, :].sum(-1) * weights).sum(-1), 0.0)
-    lam_event = lam[..., -1, :].gather(-1, types.unsqueeze(-1)).squeeze(-1)
+    if exact:
+        lam_event = model.intensity(states, dts.unsqueeze(-1)).double()[..., 0, :]
+        comp = torch.where(valid, model.compensator(states, dts).double().sum(-1), 0.0)
+    else:
+        points, weights = rule(dts)
+        lam = model.intensity(states, torch.cat([points, dts.unsqueeze(-1)], dim=-1)).double()
+        comp = torch.where(valid, (lam[..., :-1, :].sum(-1) * weights).sum(-1), 0.0)
+        lam_event = lam[..., -1, :]
+    lam_event = lam_event.gather(-1, types.unsqueeze(-1)).squeeze(-1)
     event = torch.where(valid, _log(lam_event), 0.0)
     comp_seq, event_seq = comp.sum(1), event.sum(1)
 
@@ -203,9 +213,12 @@ def log_likelihood(
         end = batch.window_end.to(torch.float64)
         _check_order(t_last, end, has, "window_end before the last event")
         dt_tail = torch.where(has, end - t_last, torch.zeros_like(end))
-        points, weights = rule(dt_tail)
-        lam_tail = model.intensity(h[rows, last], points).double()
-        comp_seq = comp_seq + torch.where(has, (lam_tail.sum(-1) * weights).sum(-1), 0.0)
+        if exact:
+            tail = model.compensator(h[rows, last], dt_tail).double().sum(-1)
+        else:
+            points, weights = rule(dt_tail)
+            tail = (model.intensity(h[rows, last], points).double().sum(-1) * weights).sum(-1)
+        comp_seq = comp_seq + torch.where(has, tail, 0.0)
 
     n_seq = valid.sum(1)
     return LogLikelihood(
@@ -218,23 +231,28 @@ def log_likelihood(
         events_per_sequence=n_seq,
         first_event=first_event,
         include_tail=include_tail,
-        integration=options.integration,
+        integration=integration,
     )
 
 
 def _legacy(
     model: Any, h: Tensor, times: Tensor, types: Tensor, mask: Tensor, rule: Any, integration: str
 ) -> LogLikelihood:
-    """The published codes' likelihood: own-state event term, one-type next-state compensator."""
+    """The published codes' likelihood: own-state event term, one-type next-state compensator
+    (closed form when ``integration`` is ``CLOSED_FORM``)."""
     lam0 = model.intensity(h, h.new_zeros(*h.shape[:2], 1)).double()[..., 0, :]
     event = torch.where(mask, _log(lam0.gather(-1, types.unsqueeze(-1)).squeeze(-1)), 0.0)
     valid = mask[:, 1:]
     gaps = torch.where(valid, times[:, 1:] - times[:, :-1], 0.0)
-    points, weights = rule(gaps)
-    lam = model.intensity(h[:, 1:], points).double()
-    idx = types[:, 1:, None, None].expand(*points.shape, 1)
-    lam_k = lam.gather(-1, idx).squeeze(-1)
-    comp = torch.where(valid, (lam_k * weights).sum(-1), 0.0)
+    if integration == CLOSED_FORM:
+        own = model.compensator(h[:, 1:], gaps).double()
+        comp = torch.where(valid, own.gather(-1, types[:, 1:, None]).squeeze(-1), 0.0)
+    else:
+        points, weights = rule(gaps)
+        lam = model.intensity(h[:, 1:], points).double()
+        idx = types[:, 1:, None, None].expand(*points.shape, 1)
+        lam_k = lam.gather(-1, idx).squeeze(-1)
+        comp = torch.where(valid, (lam_k * weights).sum(-1), 0.0)
     event_seq, comp_seq = event.sum(1), comp.sum(1)
     n_seq = mask.sum(1)
     return LogLikelihood(
