@@ -118,8 +118,8 @@ def test_decay_predictions_from_the_true_state_match_hawkes(hawkes_data: EventDa
     batch = pad_sequences(hawkes_data.sequences)
     pred = predict_next(model, batch, h=_excitation_states(PARAMS, batch, d_model))
     true = hawkes.predict(PARAMS, hawkes_data)
-    np.testing.assert_allclose(pred.expected_gap[pred.mask].numpy(), true.expected_gap, rtol=1e-4)
-    np.testing.assert_allclose(pred.type_probs[pred.mask].numpy(), true.type_probs, atol=1e-4)
+    np.testing.assert_allclose(pred.expected_gap[pred.mask].numpy(), true.expected_gap, rtol=1e-5)
+    np.testing.assert_allclose(pred.type_probs[pred.mask].numpy(), true.type_probs, atol=1e-5)
 
 
 def test_decay_intensity_is_positive_and_its_compensator_exact() -> None:
