@@ -303,3 +303,69 @@ def test_future_split_windows() -> None:
     assert (first.window_start, first.window_end) == (0.0, 7.0)
     assert (fs.full.sequences[0].window_start, fs.full.sequences[0].window_end) == (0.0, 10.0)
     assert (fs.full.sequences[1].window_start, fs.full.sequences[1].window_end) == (0.0, 10.0)
+
+
+@pytest.mark.parametrize(
+    ("content", "detail"),
+    [
+        (b"garbage, not a pickle", "not a readable pickle"),
+        (pickle.dumps({"dim_process": 2, "train": [[]]})[:-5], "not a readable pickle"),
+        (b"", "not a readable pickle (EOFError"),
+    ],
+)
+def test_error_unreadable_pickle_names_the_file(tmp_path: Path, content: bytes, detail: str):
+    path = tmp_path / "train.pkl"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=r"train\.pkl: ") as info:
+        load_dataset(path)
+    assert detail in str(info.value)
+
+
+def test_error_string_time_in_a_pickle_names_sequence_and_position(tmp_path: Path):
+    message = _bad_load(tmp_path, [(0.0, 0.0, 0), ("1.5", 1.5, 1)])  # type: ignore[list-item]
+    assert "position 1: time_since_start '1.5' is not a number" in message
+
+
+def test_error_event_that_is_not_a_dict_names_its_position(tmp_path: Path):
+    path = tmp_path / "train.pkl"
+    event = {"time_since_start": 0.0, "time_since_last_event": 0.0, "type_event": 0}
+    path.write_bytes(pickle.dumps({"dim_process": 1, "train": [[event, 7]]}))
+    with pytest.raises(DataError, match=r"sequence 0 \(id '0'\), position 1: expected a dict"):
+        load_dataset(path)
+
+
+@pytest.mark.parametrize(
+    ("text", "detail"),
+    [
+        ("", "empty file (need a header seq_id,time,type)"),
+        ("seq_id,time,type\n", "no data rows"),
+        ("seq_id,time,type\na,0.5,0\na,soon,1\n", "data row 1: time 'soon' is not a number"),
+        ("seq_id,time,type\na,0.5,0\na,0.7,1.5\n", "data row 1: type 1.5 is not an integer"),
+    ],
+)
+def test_error_bad_csv_names_the_file_and_row(tmp_path: Path, text: str, detail: str):
+    path = tmp_path / "events.csv"
+    path.write_text(text)
+    with pytest.raises(DataError) as info:
+        load_dataset(path)
+    assert str(path) in str(info.value) and detail in str(info.value)
+
+
+def test_error_unsorted_times_say_how_to_fix_them(tmp_path: Path):
+    message = _bad_load(tmp_path, [(0.0, 0.0, 0), (2.0, 2.0, 0), (1.5, -0.5, 1)])
+    assert "sort the events of each sequence by time" in message
+
+
+def test_windows_time_scale_and_names_survive_every_format(tmp_path: Path):
+    """What simulated data and the earthquake catalogs carry is kept by every writer."""
+    seqs = [EventSequence([0.5, 1.0], [0, 2], "0", 0.0, 4.0), EventSequence([2.0], [1], "1")]
+    ds = EventDataset(seqs, 3, "mem", time_scale=86400.0, type_names=["M3", "M4", "M5"])
+    write_easytpp_json(ds, tmp_path / "json" / "train.json")
+    write_pickle({"train": ds}, tmp_path / "pkl")
+    write_hf_dataset({"train": ds}, tmp_path / "hf")
+    write_table(ds, tmp_path / "csv" / "train.csv")
+    for name in ("json", "pkl", "hf", "csv"):
+        read = load_dataset(tmp_path / name)["train"]
+        assert (read.time_scale, read.type_names) == (86400.0, ["M3", "M4", "M5"]), name
+        windows = [(s.window_start, s.window_end) for s in read.sequences]
+        assert windows == [(0.0, 4.0), (None, None)], name

@@ -1,7 +1,8 @@
 """Event-sequence containers, their validation, and the time rescale.
 
 Validation (always on): finite times, non-decreasing times within a sequence (ties allowed),
-integer types in ``[0, num_types)``, no empty sequence, windows that contain the events. Any
+integer types in ``[0, num_types)``, no empty sequence, finite windows that contain the events,
+one type name per type (when named), a positive finite ``time_scale``. Any
 violation raises :class:`DataError` naming the source, the sequence (index and id) and the
 position.
 
@@ -66,6 +67,12 @@ class EventDataset:
     metadata: dict[str, Any] = field(default_factory=dict)  # provenance (splits, units, ...)
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.time_scale) and self.time_scale > 0):
+            raise DataError(f"{self.source}: time_scale {self.time_scale} is not positive finite")
+        if self.type_names is not None and len(self.type_names) != self.num_types:
+            raise DataError(
+                f"{self.source}: {len(self.type_names)} type names for {self.num_types} types"
+            )
         for index, seq in enumerate(self.sequences):
             validate_sequence(seq, self.num_types, source=self.source, index=index)
 
@@ -97,7 +104,8 @@ def validate_sequence(seq: EventSequence, num_types: int, *, source: str, index:
         j = int(dec[0]) + 1
         raise DataError(
             f"{at}, position {j}: time {seq.times[j]!r} is before the previous "
-            f"time {seq.times[j - 1]!r} (times must be non-decreasing; repair='sort' sorts)",
+            f"time {seq.times[j - 1]!r} (times must be non-decreasing: sort the events of each "
+            "sequence by time, e.g. with load_dataset(..., repair=['sort']) in Python)",
             position=j,
         )
     out = np.flatnonzero((seq.types < 0) | (seq.types >= num_types))
@@ -106,6 +114,10 @@ def validate_sequence(seq: EventSequence, num_types: int, *, source: str, index:
         raise DataError(
             f"{at}, position {j}: type {seq.types[j]} not in [0, {num_types})", position=j
         )
+    for name in ("window_start", "window_end"):
+        bound = getattr(seq, name)
+        if bound is not None and not math.isfinite(bound):
+            raise DataError(f"{at}: {name} {bound} is not finite")
     if seq.window_start is not None and not seq.window_start <= seq.times[0]:
         raise DataError(f"{at}: window_start {seq.window_start} after first event time")
     if seq.window_end is not None and not seq.window_end >= seq.times[-1]:

@@ -1,11 +1,12 @@
-"""Hugging Face ``datasets`` directories (``save_to_disk``) of EasyTPP records, one per split."""
+"""Hugging Face ``datasets`` directories (``save_to_disk``) of EasyTPP records, one per split
+(with neuraltpp's window, time scale and type names fields, as in ``neuraltpp.data.easytpp``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
 
-from neuraltpp.data.containers import EventDataset
+from neuraltpp.data.containers import DataError, EventDataset
 from neuraltpp.data.easytpp import easytpp_dataset, easytpp_records
 from neuraltpp.data.splits import split_name
 
@@ -24,14 +25,20 @@ def read_hf_dataset(
     import datasets
 
     path = Path(path)
-    loaded = datasets.load_from_disk(str(path))
-    parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [("train", loaded)]
-    out = {}
-    for name, part in parts:
-        out[split_name(name)] = easytpp_dataset(
-            part.to_list(), f"{path}[{name}]", num_types=None, repair=repair, gap_tol=gap_tol
+    try:
+        loaded = datasets.load_from_disk(str(path))
+        parts = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [("train", loaded)]
+        rows = {name: part.to_list() for name, part in parts}
+    except Exception as exc:  # datasets/pyarrow raise many unrelated types on damaged files
+        raise DataError(
+            f"{path}: not a readable datasets directory ({type(exc).__name__}: {exc})"
+        ) from exc
+    return {
+        split_name(name): easytpp_dataset(
+            records, f"{path}[{name}]", num_types=None, repair=repair, gap_tol=gap_tol
         )
-    return out
+        for name, records in rows.items()
+    }
 
 
 def write_hf_dataset(splits: dict[str, EventDataset], directory: str | Path) -> None:
