@@ -15,7 +15,7 @@ from tqdm import tqdm
 from neuraltpp.data.batching import batches
 from neuraltpp.data.containers import EventDataset
 from neuraltpp.likelihood import LikelihoodOptions, log_likelihood
-from neuraltpp.metrics import LLMetric, Metrics, prediction_metric
+from neuraltpp.metrics import GapErrors, LLMetric, Metrics, prediction_metric
 from neuraltpp.prediction import predict_next
 
 MODEL_PREDICTION = "model: expected next time (survival integral), argmax integrated P(type)"
@@ -41,7 +41,7 @@ def evaluate(
     options = LikelihoodOptions() if options is None else options
     model.eval()
     total, n_ll = 0.0, 0
-    n_pred, model_correct, head_correct, model_se, head_se, n_inf = 0, 0, 0, 0.0, 0.0, 0
+    model_correct, head_correct, model_errors, head_errors = 0, 0, GapErrors(), GapErrors()
     n_batches = math.ceil(len(ds) / batch_size)
     it = batches(ds, batch_size, shuffle=False, seed=0, sort_by_length=True)
     for i, batch in enumerate(tqdm(it, total=n_batches, desc="evaluate", disable=not progress)):
@@ -55,12 +55,10 @@ def evaluate(
         valid = pred.mask
         true_types = batch.types[:, 1:][valid]
         true_gaps = (batch.times[:, 1:] - batch.times[:, :-1])[valid]
-        n_pred += int(valid.sum())
         model_correct += int((pred.type_integrated[valid] == true_types).sum())
         head_correct += int((pred.head_type[valid] == true_types).sum())
-        model_se += float(((pred.expected_gap[valid] - true_gaps) ** 2).sum())
-        n_inf += int((~torch.isfinite(pred.expected_gap[valid])).sum())
-        head_se += float(((pred.head_gap[valid].double() - true_gaps) ** 2).sum())
+        model_errors.add((pred.expected_gap[valid] - true_gaps).cpu().numpy())
+        head_errors.add((pred.head_gap[valid].double() - true_gaps).cpu().numpy())
     ll_per_event = total / n_ll if n_ll else float("nan")
     metrics = Metrics(
         dataset=ds.source,
@@ -78,10 +76,6 @@ def evaluate(
         ),
     )
     if predictions:
-        metrics.model_prediction = prediction_metric(
-            MODEL_PREDICTION, n_pred, model_correct, model_se, n_inf
-        )
-        metrics.head_prediction = prediction_metric(
-            HEAD_PREDICTION, n_pred, head_correct, head_se, 0
-        )
+        metrics.model_prediction = prediction_metric(MODEL_PREDICTION, model_correct, model_errors)
+        metrics.head_prediction = prediction_metric(HEAD_PREDICTION, head_correct, head_errors)
     return metrics

@@ -26,7 +26,7 @@ from scipy.optimize import minimize
 from neuraltpp.data.batching import pad_sequences
 from neuraltpp.data.containers import EventDataset
 from neuraltpp.likelihood import CLOSED_FORM, FIRST_EVENT, LikelihoodOptions
-from neuraltpp.metrics import LLMetric, Metrics, prediction_metric
+from neuraltpp.metrics import GapErrors, LLMetric, Metrics, prediction_metric
 from neuraltpp.simulate import HawkesParams
 
 HAWKES_PREDICTION = "hawkes: expected next gap, argmax integrated P(type)"
@@ -343,10 +343,9 @@ def evaluate(
     if predictions:
         pred = predict(params, dataset)
         correct = int((pred.type_probs.argmax(axis=1) == pred.true_type).sum())
-        squared_error = float(((pred.expected_gap - pred.true_gap) ** 2).sum())
-        metrics.model_prediction = prediction_metric(
-            HAWKES_PREDICTION, int(pred.true_type.size), correct, squared_error, 0
-        )
+        errors = GapErrors()
+        errors.add(pred.expected_gap - pred.true_gap)
+        metrics.model_prediction = prediction_metric(HAWKES_PREDICTION, correct, errors)
     return metrics
 
 

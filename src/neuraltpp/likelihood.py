@@ -293,15 +293,28 @@ def dataset_log_likelihood(
     seed: int = 0,
 ) -> DatasetLL:
     """Summed LL of ``ds`` under ``model`` (eval mode, no gradients); ValueError if none scored."""
+    check_scored(ds, options)
     model.eval()
     total, n = 0.0, 0
     for i, batch in enumerate(batches(ds, batch_size, shuffle=False, seed=0, sort_by_length=True)):
         ll = log_likelihood(model, batch, options, seed=seed + i)
         total += float(ll.total)
         n += ll.n_events
-    if n == 0:
+    return DatasetLL(total=total, n_events=n, mode=options.mode)
+
+
+def scored_events(ds: EventDataset, options: LikelihoodOptions) -> int:
+    """How many events of ``ds`` the likelihood scores: all, less each sequence's first when
+    it is conditioned on (correct mode, ``first_event="condition"``)."""
+    conditioned = options.mode == "correct" and options.first_event == "condition"
+    return ds.n_events - (len(ds) if conditioned else 0)
+
+
+def check_scored(ds: EventDataset, options: LikelihoodOptions) -> None:
+    """ValueError naming ``ds`` when the likelihood scores none of its events (so training
+    or selection on it would be meaningless)."""
+    if scored_events(ds, options) == 0:
         raise ValueError(
             f"{ds.source}: no event is scored (every sequence has one event and the first event "
             "is conditioned on)"
         )
-    return DatasetLL(total=total, n_events=n, mode=options.mode)

@@ -49,8 +49,8 @@ class PredictionMetric:
     method: str
     n_events: int
     type_accuracy: float | None  # None when no event is predicted
-    gap_rmse: float | None  # inf if some predicted gap is infinite (stored as null in JSON)
-    n_infinite_gap: int = 0  # predictions whose next-time distribution is defective (E = inf)
+    gap_rmse: float | None  # inf iff n_infinite_gap > 0 (stored as null in JSON)
+    n_infinite_gap: int = 0  # non-finite predicted gaps (model: a defective next-time law)
 
 
 @dataclass
@@ -97,13 +97,45 @@ class AggregateMetrics:
         return dataclasses.asdict(self)
 
 
-def prediction_metric(
-    method: str, n: int, correct: int, sq_err: float, n_inf: int
-) -> PredictionMetric:
-    """Accuracy and RMSE from the counts and summed squared error of ``n`` predictions."""
-    if n == 0:
+@dataclass
+class GapErrors:
+    """Running next-gap errors: their number, the non-finite ones, and the finite ones' sum of
+    squares kept as ``scale**2 * scaled_sum`` (``scale`` the largest |error| so far), so that
+    errors near the largest float (the gaps of a dying intensity) do not overflow to inf."""
+
+    n: int = 0
+    n_non_finite: int = 0
+    scale: float = 0.0
+    scaled_sum: float = 0.0
+
+    def add(self, errors: np.ndarray) -> None:
+        """Add the errors (predicted minus true gap) of some predictions."""
+        errors = np.abs(np.asarray(errors, dtype=np.float64))
+        finite = errors[np.isfinite(errors)]
+        self.n += errors.size
+        self.n_non_finite += errors.size - finite.size
+        top = float(finite.max(initial=0.0))
+        if top > self.scale:
+            self.scaled_sum *= (self.scale / top) ** 2
+            self.scale = top
+        if self.scale > 0:
+            self.scaled_sum += float(np.sum((finite / self.scale) ** 2))
+
+    @property
+    def rmse(self) -> float | None:
+        """Root mean squared error; inf when an error is non-finite, None without errors."""
+        if self.n == 0:
+            return None
+        if self.n_non_finite:
+            return math.inf
+        return self.scale * math.sqrt(self.scaled_sum / self.n)
+
+
+def prediction_metric(method: str, correct: int, errors: GapErrors) -> PredictionMetric:
+    """Type accuracy and gap RMSE of ``errors.n`` predictions, ``correct`` of them typed right."""
+    if errors.n == 0:
         return PredictionMetric(method, 0, None, None)
-    return PredictionMetric(method, n, correct / n, math.sqrt(sq_err / n), n_inf)
+    return PredictionMetric(method, errors.n, correct / errors.n, errors.rmse, errors.n_non_finite)
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -11,9 +11,10 @@ points comes from Gauss-Legendre with ``panel_nodes`` nodes per panel, cumulated
 int lambda_k S use composite Simpson in x = sqrt(s / U) (smooth integrand 2 U x f(U x^2)).
 Beyond U the intensity is taken as constant, which adds S(U) / lambda(U) to the mean and
 S(U) lambda_k(U) / lambda(U) to P(k) (so the P(k) sum to 1 up to quadrature error, and a
-constant intensity is handled exactly). U starts at ``bound_factor`` times the batch's mean
-observed gap and is adapted per prediction: doubled while S(U) > tol (bound too short), halved
-while S(U/2) < tol (grid too coarse for the decay); these cannot oscillate.
+constant intensity is handled exactly); when the intensity at U is 0 (it died out, the
+next-time distribution is defective) the mean is infinite. U starts at ``bound_factor`` times
+the batch's mean observed gap and is adapted per prediction: doubled while S(U) > tol (bound
+too short), halved while S(U/2) < tol (grid too coarse for the decay); these cannot oscillate.
 """
 
 from __future__ import annotations
@@ -66,9 +67,12 @@ def _survival_integrals(
     survival = torch.exp(-torch.cat([panels.new_zeros(len(h), 1), panels.cumsum(-1)], dim=-1))
     c = _simpson_weights(grid, upper)
     s_end, lam_end = survival[:, -1], lam_edges[:, -1]
-    tail = s_end / lam_end.sum(-1).clamp_min(torch.finfo(torch.float64).tiny)
+    total_end = lam_end.sum(-1)
+    # S(U) / lambda(U): inf when the intensity has died out (lambda(U) == 0 < S(U)), 0 if S(U) == 0
+    tail = torch.where(s_end > 0, s_end / total_end, 0.0)
+    share = lam_end / total_end.clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(-1)
     gap = (survival * c).sum(-1) + tail
-    probs = (lam_edges * (survival * c).unsqueeze(-1)).sum(1) + tail.unsqueeze(-1) * lam_end
+    probs = (lam_edges * (survival * c).unsqueeze(-1)).sum(1) + s_end.unsqueeze(-1) * share
     return gap, probs, survival[:, grid // 2], s_end
 
 

@@ -17,7 +17,12 @@ from tqdm import tqdm
 from commonio.atomic import atomic_write
 from neuraltpp.data.batching import batches
 from neuraltpp.data.containers import EventDataset
-from neuraltpp.likelihood import LikelihoodOptions, dataset_log_likelihood, log_likelihood
+from neuraltpp.likelihood import (
+    LikelihoodOptions,
+    check_scored,
+    dataset_log_likelihood,
+    log_likelihood,
+)
 from neuraltpp.metrics import write_json
 from neuraltpp.models import TPPModel, build_model
 
@@ -25,6 +30,19 @@ CHECKPOINT_VERSION = 1
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 RESULT_FILE = "train_result.json"
+
+
+class TrainingDiverged(FloatingPointError):
+    """Training produced a non-finite loss, parameters or dev log-likelihood; names the epoch
+    and the step (batch) where it happened."""
+
+    def __init__(self, epoch: int, step: int | None, what: str) -> None:
+        at = f"epoch {epoch}" if step is None else f"epoch {epoch}, step {step}"
+        super().__init__(
+            f"training diverged at {at}: {what} (a lower learning rate or gradient clip may help)"
+        )
+        self.epoch = epoch
+        self.step = step
 
 
 @dataclass
@@ -226,11 +244,13 @@ def train_epoch(
         seed = (epoch_batch_seed(config.seed, epoch) + n_seen) % 2**31
         loss, ll, n = batch_loss(model, batch, config, seed=seed)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss at epoch {epoch}, batch {n_seen}")
+            raise TrainingDiverged(epoch, n_seen + 1, f"training loss {float(loss.detach())}")
         loss.backward()
         if config.grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise TrainingDiverged(epoch, n_seen + 1, "non-finite parameters after the update")
         loss_sum += float(loss.detach())
         ll_sum += ll
         n_events += n
@@ -321,25 +341,43 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return payload
 
 
-def _restore(
-    path: Path,
+def check_inputs(
     config: TrainConfig,
-    fingerprint: str,
-    model: TPPModel,
-    optimizer: torch.optim.Optimizer,
-) -> TrainState:
+    train_ds: EventDataset,
+    dev_ds: EventDataset,
+    out_dir: str | Path,
+    resume: bool,
+) -> dict[str, Any] | None:
+    """What `train` would reject, checked before anything is written: splits with different
+    types or no event to score, a resumed checkpoint of another config or data. Returns the
+    payload of ``last.pt`` to resume from (None when the run starts afresh)."""
+    if train_ds.num_types != dev_ds.num_types:
+        raise ValueError(
+            f"train data has {train_ds.num_types} types but dev data has {dev_ds.num_types}"
+        )
+    for ds in (train_ds, dev_ds):
+        check_scored(ds, config.likelihood)
+    path = Path(out_dir) / LAST_CHECKPOINT
+    if not (resume and path.is_file()):
+        return None
     payload = read_checkpoint(path)
-    saved = TrainConfig.from_dict(payload["config"])
-    if _resume_key(saved) != _resume_key(config):
+    if _resume_key(TrainConfig.from_dict(payload["config"])) != _resume_key(config):
         raise ValueError(
             f"checkpoint {path} was written with a different configuration; use another output "
             "directory, or train without resuming"
         )
-    if payload["data"] != fingerprint:
+    if payload["data"] != data_fingerprint(train_ds, dev_ds):
         raise ValueError(
             f"checkpoint {path} was written for different train/dev data; use another output "
             "directory, or train without resuming"
         )
+    return payload
+
+
+def _restore(
+    payload: dict[str, Any], model: TPPModel, optimizer: torch.optim.Optimizer
+) -> TrainState:
+    """Model, optimizer and RNG states from a checked ``last.pt`` payload; its loop state."""
     model.load_state_dict(payload["model_state"])
     optimizer.load_state_dict(payload["optimizer_state"])
     _set_rng_state(payload["rng"])
@@ -372,10 +410,7 @@ def train(
     batch order depends only on (seed, epoch) and all RNG states are restored.
     """
     out_dir = Path(out_dir)
-    if train_ds.num_types != dev_ds.num_types:
-        raise ValueError(
-            f"train data has {train_ds.num_types} types but dev data has {dev_ds.num_types}"
-        )
+    resumed = check_inputs(config, train_ds, dev_ds, out_dir, resume)
     num_types = train_ds.num_types
     model = make_model(config, num_types)
     optimizer = make_optimizer(config, model)
@@ -383,8 +418,8 @@ def train(
     fingerprint = data_fingerprint(train_ds, dev_ds)
     last_path, best_path = out_dir / LAST_CHECKPOINT, out_dir / BEST_CHECKPOINT
 
-    if resume and last_path.is_file():
-        state = _restore(last_path, config, fingerprint, model, optimizer)
+    if resumed is not None:
+        state = _restore(resumed, model, optimizer)
     else:
         seed_everything(config.seed)
         dev = dataset_log_likelihood(model, dev_ds, config.likelihood, config.eval_batch_size)
@@ -403,6 +438,8 @@ def train(
         epoch = state.epoch + 1
         loss, train_ll = train_epoch(model, optimizer, train_ds, config, epoch, progress=progress)
         dev = dataset_log_likelihood(model, dev_ds, config.likelihood, config.eval_batch_size)
+        if not math.isfinite(dev.ll_per_event):
+            raise TrainingDiverged(epoch, None, f"dev log-likelihood {dev.ll_per_event}")
         state.history.append(EpochRecord(epoch, loss, train_ll, dev.ll_per_event, dev.n_events))
         state.epoch = epoch
         if dev.ll_per_event > state.best_dev_ll_per_event:
@@ -445,6 +482,6 @@ def result_summary(result: TrainResult, config: TrainConfig) -> dict[str, Any]:
         "best_epoch": result.best_epoch,
         "best_dev_ll_per_event": result.best_dev_ll_per_event,
         "stopped_early": result.stopped_early,
-        "best_checkpoint": str(result.best_checkpoint),
+        "best_checkpoint": result.best_checkpoint.name,  # in the run directory, wherever it is
         "history": [dataclasses.asdict(r) for r in result.history],
     }

@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy import integrate, special
 
-from neuraltpp.data import Batch
+from neuraltpp.data import Batch, EventDataset, EventSequence
+from neuraltpp.evaluation import evaluate
 from neuraltpp.models import TPPModel
 from neuraltpp.prediction import predict_next
 
@@ -100,3 +101,20 @@ def test_head_predictions_and_alignment(name: str, make_model: Callable[..., TPP
     types[0, -1] = (types[0, -1] + 1) % 3
     other = predict_next(model, batch._replace(types=types))
     torch.testing.assert_close(other.expected_gap, pred.expected_gap)
+
+
+def test_a_dying_intensity_gives_infinite_gaps_that_are_counted(
+    make_model: Callable[..., TPPModel], set_heads: Callable[..., None]
+) -> None:
+    """lambda_k(s) = softplus(-50 s) dies out, so the next time is defective and its mean
+    infinite: not a huge finite number whose square overflows the RMSE with n_infinite_gap 0."""
+    model = make_model(k=2, n_layers=1, double=True, frozen=True)
+    set_heads(model, [-50.0, -50.0], [0.0, 0.0])
+    pred = predict_next(model, _batch(2))
+    valid = pred.mask
+    assert torch.isinf(pred.expected_gap[valid]).all()
+    assert torch.isfinite(pred.type_probs[valid]).all()
+    ds = EventDataset([EventSequence([0.0, 0.5, 1.25], [0, 1, 0], "0")], 2, "mem")
+    metric = evaluate(model, ds).model_prediction
+    assert metric is not None
+    assert (metric.n_events, metric.n_infinite_gap, metric.gap_rmse) == (2, 2, math.inf)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -14,10 +15,10 @@ import torch
 from scipy.integrate import quad
 
 from neuraltpp import training
-from neuraltpp.data import EventDataset, batches, rescale, split_dataset
+from neuraltpp.data import EventDataset, EventSequence, batches, rescale, split_dataset
 from neuraltpp.evaluation import evaluate
 from neuraltpp.likelihood import DatasetLL, LikelihoodOptions, log_likelihood
-from neuraltpp.metrics import aggregate, load_metrics, save_metrics
+from neuraltpp.metrics import GapErrors, aggregate, load_metrics, prediction_metric, save_metrics
 from neuraltpp.models import TPPModel
 from neuraltpp.plotting import intensity_curve, plot_intensity
 from neuraltpp.simulate import HawkesParams, simulate_dataset
@@ -346,3 +347,51 @@ def test_gap_loss_adds_its_weighted_mean_squared_error(
     model.zero_grad(set_to_none=True)
     base.backward()
     assert model.heads.gap_proj.weight.grad is None  # without the gap loss it is untrained
+
+
+def test_a_diverging_run_names_the_epoch_and_step(splits: dict[str, EventDataset], tmp_path: Path):
+    with pytest.raises(training.TrainingDiverged, match=r"at epoch 1, step \d+: ") as info:
+        train(_config(epochs=2, lr=1e6), splits["train"], splits["dev"], tmp_path, progress=False)
+    assert isinstance(info.value, FloatingPointError) and info.value.epoch == 1
+    assert load_checkpoint(tmp_path / "last.pt")[2]["state"]["epoch"] == 0  # the last good one
+
+
+def test_a_non_finite_dev_ll_is_a_divergence(
+    splits: dict[str, EventDataset], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    scores = iter([-2.0, float("nan")])
+
+    def fake(model: object, ds: EventDataset, *args: object, **kwargs: object) -> DatasetLL:
+        return DatasetLL(total=next(scores) * 10, n_events=10, mode="correct")
+
+    monkeypatch.setattr(training, "dataset_log_likelihood", fake)
+    with pytest.raises(training.TrainingDiverged, match="at epoch 1: dev log-likelihood nan"):
+        train(_config(epochs=3), splits["train"], splits["dev"], tmp_path, progress=False)
+
+
+def test_inputs_are_checked_before_anything_is_written(
+    splits: dict[str, EventDataset], tmp_path: Path
+):
+    singles = dataclasses.replace(
+        splits["dev"], sequences=[_first_event(s) for s in splits["dev"].sequences]
+    )
+    with pytest.raises(ValueError, match="no event is scored"):
+        train(_config(), splits["train"], singles, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def _first_event(seq: EventSequence) -> EventSequence:
+    """The sequence cut to its first event."""
+    return EventSequence(seq.times[:1], seq.types[:1], seq.seq_id)
+
+
+def test_gap_rmse_of_huge_finite_errors_does_not_overflow():
+    errors = GapErrors()
+    errors.add(np.array([4e307, -4e307]))
+    errors.add(np.array([0.0]))
+    assert errors.rmse == pytest.approx(4e307 * math.sqrt(2 / 3), rel=1e-12)
+    metric = prediction_metric("m", 2, errors)
+    assert (metric.n_events, metric.type_accuracy, metric.n_infinite_gap) == (3, 2 / 3, 0)
+    errors.add(np.array([np.inf, 1.0]))
+    metric = prediction_metric("m", 2, errors)
+    assert (metric.gap_rmse, metric.n_infinite_gap, metric.n_events) == (math.inf, 1, 5)
