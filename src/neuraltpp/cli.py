@@ -35,7 +35,13 @@ from neuraltpp.runs import (
     plot_run,
     train_run,
 )
-from neuraltpp.sim_output import FORMATS, SimulationConfig, run_simulation
+from neuraltpp.sim_output import (
+    FORMATS,
+    MIN_SEQUENCES,
+    OutDirError,
+    SimulationConfig,
+    run_simulation,
+)
 from neuraltpp.simulate import (
     HAWKES_SIM,
     HawkesParams,
@@ -43,7 +49,7 @@ from neuraltpp.simulate import (
     check_stationary,
     random_stable_params,
 )
-from neuraltpp.training import LAST_CHECKPOINT, TrainConfig, TrainResult
+from neuraltpp.training import TrainConfig, TrainingDiverged, TrainResult
 
 MODEL_OPTION_HELP = {
     "d_model": "hidden width",
@@ -68,6 +74,8 @@ FLAGS = {  # config field of a RunError -> the flag that sets it
     "checkpoints": "--checkpoint",
     "index": "--index",
     "points": "--points",
+    "out": "--out",
+    "overwrite": "--overwrite",
 }
 
 
@@ -241,13 +249,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     _add_data_options(p, split=None)
     p.add_argument("--model", choices=MODEL_NAMES, default=d.model, help=f"default {d.model}")
     p.add_argument("--out", required=True, type=Path, help="output directory of the run")
-    p.add_argument(
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume",
         action="store_true",
         help="continue from OUT/last.pt (same settings; --epochs may grow)",
     )
-    p.add_argument(
-        "--overwrite", action="store_true", help="start afresh even if OUT already holds a run"
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in OUT once the new one is complete (until then OUT is unchanged)",
     )
     p.add_argument("--epochs", type=non_negative_int, default=d.epochs, help=f"default {d.epochs}")
     p.add_argument(
@@ -312,11 +323,6 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """``neuraltpp train``."""
-    out: Path = args.out
-    if (out / LAST_CHECKPOINT).exists() and not (args.resume or args.overwrite):
-        raise CLIError(f"--out: {out} already holds a run; pass --resume or --overwrite")
-    if out.exists() and not out.is_dir():
-        raise CLIError(f"--out: {out} is not a directory")
     model_config = {
         f.name: getattr(args, f.name)
         for f in dataclasses.fields(ModelConfig)
@@ -347,19 +353,23 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"nats (mode {result.likelihood_mode}); checkpoint {result.best_checkpoint}"
         )
 
-    run = train_run(
-        TrainRunConfig(
-            data=args.data,
-            out=out,
-            train=config,
-            data_seed=args.data_seed,
-            time_scale=args.time_scale,
-            max_sequences=args.max_sequences,
-            resume=args.resume,
-        ),
-        progress=_progress(args),
-        on_trained=trained,
+    run_config = TrainRunConfig(
+        data=args.data,
+        out=args.out,
+        train=config,
+        data_seed=args.data_seed,
+        time_scale=args.time_scale,
+        max_sequences=args.max_sequences,
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
+    try:
+        run = train_run(run_config, progress=_progress(args), on_trained=trained)
+    except KeyboardInterrupt:
+        if not args.overwrite:
+            raise
+        print(f"interrupted; {args.out} still holds the previous run", file=sys.stderr)
+        return 130
     if run.test_metrics is not None:
         print("test: " + describe(run.test_metrics))
     return 0
@@ -443,6 +453,11 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", type=Path, required=True, help="output directory")
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier simulated dataset in OUT (nothing else is ever replaced)",
+    )
+    p.add_argument(
         "--format",
         choices=FORMATS,
         default="easytpp",
@@ -470,9 +485,13 @@ def _add_simulate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--sequences",
-        type=positive_int,
+        type=_number(
+            int,
+            lambda v: v >= MIN_SEQUENCES,
+            f"an integer >= {MIN_SEQUENCES} (each of train/dev/test needs a sequence)",
+        ),
         default=HAWKES_SIM.n_sequences,
-        help=f"number of sequences (default {HAWKES_SIM.n_sequences})",
+        help=f"number of sequences, at least {MIN_SEQUENCES} (default {HAWKES_SIM.n_sequences})",
     )
     p.add_argument(
         "--horizon",
@@ -510,16 +529,19 @@ def _params_from_args(args: argparse.Namespace) -> HawkesParams:
 
 def cmd_simulate(args: argparse.Namespace) -> int:
     """``neuraltpp simulate``."""
-    splits = run_simulation(
-        SimulationConfig(
-            out=args.out,
-            params=_params_from_args(args),
-            n_sequences=args.sequences,
-            horizon=args.horizon,
-            seed=args.seed,
-            fmt=args.format,
-        )
+    config = SimulationConfig(
+        out=args.out,
+        params=_params_from_args(args),
+        n_sequences=args.sequences,
+        horizon=args.horizon,
+        seed=args.seed,
+        fmt=args.format,
+        overwrite=args.overwrite,
     )
+    try:
+        splits = run_simulation(config)
+    except OutDirError as exc:
+        raise CLIError(f"--out: {exc}") from exc
     counts = ", ".join(f"{n} {len(s)} sequences/{s.n_events} events" for n, s in splits.items())
     print(f"wrote {args.out} ({args.format}): {counts}")
     return 0
@@ -670,7 +692,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunError as exc:
         print(f"error: {FLAGS[exc.field]}: {exc.detail}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError) as exc:  # includes DataError and FetchError
+    except (ValueError, FileNotFoundError, TrainingDiverged) as exc:  # DataError, FetchError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -3,7 +3,8 @@
 Each takes one config (data named as ``--data`` takes it: a built-in name or a path) and goes
 load → train → evaluate → write: `train_run` (``run.json``, the checkpoints,
 ``train_result.json``, ``test_metrics.json``), `eval_run` (a metrics JSON) and `plot_run` (a
-PNG). Input the caller can fix raises `RunError`, which names the config field at fault.
+PNG). Input the caller can fix raises `RunError`, which names the config field at fault;
+it is raised before anything is written.
 """
 
 from __future__ import annotations
@@ -14,12 +15,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from commonio.atomic import replace_dir
 from neuraltpp.builtin import load_splits
 from neuraltpp.data.containers import EventDataset
 from neuraltpp.evaluation import evaluate
 from neuraltpp.metrics import AggregateMetrics, Metrics, aggregate, save_metrics, write_json
 from neuraltpp.models import TPPModel
-from neuraltpp.training import BEST_CHECKPOINT, TrainConfig, TrainResult, load_checkpoint, train
+from neuraltpp.training import (
+    BEST_CHECKPOINT,
+    LAST_CHECKPOINT,
+    RESULT_FILE,
+    TrainConfig,
+    TrainResult,
+    check_inputs,
+    load_checkpoint,
+    train,
+)
 
 RUN_FILE = "run.json"
 TEST_METRICS_FILE = "test_metrics.json"
@@ -66,6 +77,16 @@ def _check_types(model: TPPModel, ds: EventDataset, data: str) -> None:
         )
 
 
+def check_out_file(out: Path) -> None:
+    """RunError on ``out`` unless a file can be written there (not a directory, and no
+    existing ancestor a file)."""
+    if out.is_dir():
+        raise RunError("out", f"{out} is a directory; name the file to write")
+    ancestor = next((p for p in out.parents if p.exists()), None)
+    if ancestor is not None and not ancestor.is_dir():
+        raise RunError("out", f"{ancestor} is not a directory")
+
+
 # ----------------------------------------------------------------------------- train
 
 
@@ -80,6 +101,7 @@ class TrainRunConfig:
     time_scale: float | None = None  # divide all times by this
     max_sequences: int | None = None  # train on the first N training sequences only
     resume: bool = False  # continue from ``out/last.pt``
+    overwrite: bool = False  # replace the run in ``out`` (only once the new one is complete)
 
 
 @dataclass
@@ -92,14 +114,64 @@ class TrainRunResult:
     test_metrics_file: Path | None
 
 
+RUN_FILES = (RUN_FILE, BEST_CHECKPOINT, LAST_CHECKPOINT, RESULT_FILE, TEST_METRICS_FILE)
+
+
+def _check_run_dir(config: TrainRunConfig) -> bool:
+    """RunError unless ``out`` can take the run: absent, empty, or a run of this tool (with
+    ``resume`` or ``overwrite``, not both). True when an existing run is to be replaced."""
+    out = config.out
+    if config.resume and config.overwrite:
+        raise RunError(
+            "overwrite", "cannot be combined with resume (continue the run or replace it)"
+        )
+    if out.exists() and not out.is_dir():
+        raise RunError("out", f"{out} is not a directory")
+    entries = sorted(p.name for p in out.iterdir()) if out.exists() else []
+    if not entries:
+        return False
+    if not {RUN_FILE, LAST_CHECKPOINT} & set(entries):
+        raise RunError("out", f"{out} is not empty and holds no run; choose another directory")
+    foreign = [name for name in entries if name not in RUN_FILES]
+    if config.overwrite and foreign:
+        raise RunError(
+            "out",
+            f"{out} holds a run but also {', '.join(foreign)}, which train did not write; move "
+            "them or choose another directory",
+        )
+    if not (config.resume or config.overwrite):
+        raise RunError(
+            "out", f"{out} already holds a run; continue it (--resume) or replace it (--overwrite)"
+        )
+    return config.overwrite
+
+
+def _run_record(
+    config: TrainRunConfig, train_ds: EventDataset, dev_ds: EventDataset
+) -> dict[str, Any]:
+    """What ``run.json`` records: the data, its settings and the training config."""
+    return {
+        "data": config.data,
+        "data_seed": config.data_seed,
+        "time_scale": config.time_scale,
+        "max_sequences": config.max_sequences,
+        "train_config": config.train.to_dict(),
+        "n_train_sequences": len(train_ds),
+        "n_dev_sequences": len(dev_ds),
+    }
+
+
 def train_run(
     config: TrainRunConfig,
     *,
     progress: bool = False,
     on_trained: Callable[[TrainResult], None] | None = None,
 ) -> TrainRunResult:
-    """Load the splits, write ``run.json``, train into ``out`` and score the best model on the
-    test split (``test_metrics.json``); ``on_trained`` sees the training result before that."""
+    """Check ``out`` and the inputs, write ``run.json``, train into ``out`` and score the best
+    model on the test split (``test_metrics.json``); ``on_trained`` sees the training result
+    before that. Nothing is written before the inputs are checked; an overwritten run is
+    trained beside ``out`` and swapped in only when complete, so a failure leaves it intact."""
+    replace = _check_run_dir(config)
     splits = load_splits(config.data, seed=config.data_seed, time_scale=config.time_scale)
     train_ds = select_split(splits, "train", config.data, "data")
     if config.max_sequences is not None:
@@ -107,30 +179,33 @@ def train_run(
             train_ds, sequences=train_ds.sequences[: config.max_sequences]
         )
     dev_ds = select_split(splits, "dev", config.data, "data")
-    run_file = config.out / RUN_FILE
-    write_json(
-        {
-            "data": config.data,
-            "data_seed": config.data_seed,
-            "time_scale": config.time_scale,
-            "max_sequences": config.max_sequences,
-            "train_config": config.train.to_dict(),
-            "n_train_sequences": len(train_ds),
-            "n_dev_sequences": len(dev_ds),
-        },
-        run_file,
-    )
-    result = train(
-        config.train, train_ds, dev_ds, config.out, resume=config.resume, progress=progress
-    )
-    if on_trained is not None:
-        on_trained(result)
-    if "test" not in splits or len(splits["test"]) == 0:
-        return TrainRunResult(result, run_file, None, None)
-    metrics = evaluate(result.model, splits["test"], config.train.likelihood, progress=progress)
-    metrics_file = config.out / TEST_METRICS_FILE
-    save_metrics(metrics, metrics_file, checkpoint=str(result.best_checkpoint))
-    return TrainRunResult(result, run_file, metrics, metrics_file)
+    check_inputs(config.train, train_ds, dev_ds, config.out, config.resume)
+    test_ds = splits["test"] if len(splits.get("test", ())) else None
+
+    def fill(run_dir: Path) -> TrainRunResult:
+        write_json(_run_record(config, train_ds, dev_ds), run_dir / RUN_FILE)
+        trained = train(
+            config.train, train_ds, dev_ds, run_dir, resume=config.resume, progress=progress
+        )
+        trained = dataclasses.replace(
+            trained, out_dir=config.out, best_checkpoint=config.out / BEST_CHECKPOINT
+        )
+        if on_trained is not None:
+            on_trained(trained)
+        if test_ds is None:
+            return TrainRunResult(trained, config.out / RUN_FILE, None, None)
+        metrics = evaluate(trained.model, test_ds, config.train.likelihood, progress=progress)
+        best = str(trained.best_checkpoint)
+        save_metrics(metrics, run_dir / TEST_METRICS_FILE, checkpoint=best)
+        return TrainRunResult(
+            trained, config.out / RUN_FILE, metrics, config.out / TEST_METRICS_FILE
+        )
+
+    if not replace:
+        return fill(config.out)
+    done: list[TrainRunResult] = []
+    replace_dir(config.out, lambda staging: done.append(fill(staging)))
+    return done[0]
 
 
 # ----------------------------------------------------------------------------- eval
@@ -178,6 +253,7 @@ def eval_run(
     """Score every checkpoint on the split (its training likelihood with ``config.likelihood``
     on top) and write ``out``: one checkpoint's metrics, or every run plus their aggregate;
     ``on_scored`` sees each checkpoint's metrics as they come."""
+    check_out_file(config.out)
     splits = load_splits(config.data, seed=config.data_seed, time_scale=config.time_scale)
     ds = select_split(splits, config.split, config.data, "split")
     runs: list[CheckpointMetrics] = []
@@ -245,6 +321,7 @@ def plot_run(config: PlotRunConfig) -> Path:
 
     if config.points < 2:
         raise RunError("points", f"must be at least 2, got {config.points}")
+    check_out_file(config.out)
     model, train_config = _load_model(config.checkpoint, "checkpoint")
     splits = load_splits(config.data, seed=config.data_seed, time_scale=config.time_scale)
     ds = select_split(splits, config.split, config.data, "split")

@@ -225,6 +225,15 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ),
         (["demo", "--epochs", "0"], "--epochs"),
         (
+            ["train", "--data", "{sim}", "--out", "{tmp}/o", "--resume", "--overwrite"],
+            "not allowed with argument",
+        ),
+        (["simulate", "--out", "{tmp}/s", "--sequences", "2"], "--sequences"),
+        (["simulate", "--out", "{sim}/params.json"], "error: --out: "),
+        (["simulate", "--out", "{sim}"], "--overwrite replaces it"),
+        (["eval", "--checkpoint", "c", "--data", "{sim}", "--out", "{tmp}"], "error: --out: "),
+        (["plot", "--checkpoint", "c", "--data", "{sim}", "--out", "{tmp}"], "error: --out: "),
+        (
             ["plot", "--checkpoint", "c", "--data", "d", "--out", "p.png", "--threads", "0"],
             "--threads",
         ),
@@ -425,3 +434,52 @@ def test_eval_rejects_data_with_other_types(
         tmp_path / "m.json",
     )
     assert code == 2 and "--data" in err and "3 event types" in err
+
+
+def _one_error_line(err: str) -> str:
+    """The single ``error:`` line of a failed command (no traceback)."""
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+@pytest.mark.parametrize(
+    "content", [b"not a pickle at all", b"\x80\x04\x95\x10\x00\x00\x00\x00\x00\x00\x00}"]
+)
+def test_unreadable_pickle_data_is_one_error_naming_the_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, content: bytes
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.pkl").write_bytes(content)
+    code, _, err = run(capsys, "train", "--data", data, "--out", tmp_path / "run", "--quiet")
+    assert code == 2 and "train.pkl: not a readable pickle" in _one_error_line(err)
+    assert not (tmp_path / "run").exists()
+
+
+def test_overwrite_by_a_diverging_run_keeps_the_previous_run(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, sim_dir: Path
+):
+    out = tmp_path / "run"
+    train = ["train", "--data", sim_dir, "--out", out, "--batch-size", "4", "--quiet", *TINY]
+    code, _, err = run(capsys, *train, "--epochs", "1")
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = run(capsys, *train, "--epochs", "2", "--overwrite", "--lr", "1e6")
+    assert code == 2
+    assert "training diverged at epoch 1, step " in _one_error_line(err)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no staging directory left
+
+
+def test_simulate_replaces_only_with_overwrite(capsys: pytest.CaptureFixture[str], tmp_path: Path):
+    out = tmp_path / "sim"
+    simulate = ["simulate", "--out", out, "--types", "2", "--sequences", "10", "--horizon", "20"]
+    assert run(capsys, *simulate)[0] == 0
+    first = (out / "train.json").read_bytes()
+    code, _, err = run(capsys, *simulate, "--seed", "1")
+    assert code == 2 and "--overwrite" in _one_error_line(err)
+    assert (out / "train.json").read_bytes() == first
+    assert run(capsys, *simulate, "--seed", "1", "--overwrite")[0] == 0
+    assert (out / "train.json").read_bytes() != first
+    assert all(s.window_end == 20.0 for s in load_dataset(out)["test"].sequences)

@@ -27,9 +27,9 @@ from neuraltpp.runs import (
     plot_run,
     train_run,
 )
-from neuraltpp.sim_output import SimulationConfig, run_simulation
+from neuraltpp.sim_output import MIN_SEQUENCES, OutDirError, SimulationConfig, run_simulation
 from neuraltpp.simulate import HawkesParams
-from neuraltpp.training import TrainConfig, TrainResult, load_checkpoint
+from neuraltpp.training import TrainConfig, TrainingDiverged, TrainResult, load_checkpoint
 
 from .conftest import SIZES
 
@@ -78,7 +78,10 @@ def test_simulation_files_hold_the_returned_splits(sim_dir: Path) -> None:
         assert [s.times.tolist() for s in read[name].sequences] == [
             s.times.tolist() for s in ds.sequences
         ]
-        assert all(s.window_end == 10.0 for s in ds.sequences)
+        windows = {
+            (s.window_start, s.window_end) for part in (ds, read[name]) for s in part.sequences
+        }
+        assert windows == {(0.0, 10.0)}  # the files keep the window the true LL was scored on
     params = json.loads((sim_dir / "params.json").read_text())
     assert params["mu"] == [0.5, 0.3] and params["horizon"] == 10.0 and params["seed"] == 3
     assert params["true_ll_per_event"]["test"] == pytest.approx(
@@ -215,3 +218,116 @@ def test_plot_run_writes_a_png_and_checks_its_options(
             plot_run(PlotRunConfig(config.out, config.data, tmp_path / "q.png", **bad))
         assert info.value.field == field
     assert not (tmp_path / "q.png").exists()
+
+
+def _snapshot(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir())}
+
+
+def _no_temporaries(directory: Path) -> bool:
+    return not [p.name for p in directory.iterdir() if p.name.startswith(".")]
+
+
+def test_resume_with_other_settings_changes_nothing(sim_dir: Path, tmp_path: Path) -> None:
+    config = TrainRunConfig(str(sim_dir), tmp_path / "run", _train_config(epochs=0))
+    train_run(config)
+    before = _snapshot(config.out)
+    other = dataclasses.replace(config, train=_train_config(epochs=1, lr=0.5), resume=True)
+    with pytest.raises(ValueError, match="different configuration"):
+        train_run(other)
+    fewer = dataclasses.replace(config, resume=True, max_sequences=3)
+    with pytest.raises(ValueError, match="different train/dev data"):
+        train_run(fewer)
+    assert _snapshot(config.out) == before  # run.json too: checked before anything is written
+
+
+def test_overwrite_keeps_the_previous_run_until_the_new_one_is_complete(
+    sim_dir: Path, tmp_path: Path
+) -> None:
+    config = TrainRunConfig(str(sim_dir), tmp_path / "run", _train_config(epochs=1))
+    train_run(config)
+    before = _snapshot(config.out)
+    diverging = dataclasses.replace(config, train=_train_config(epochs=2, lr=1e6), overwrite=True)
+    with pytest.raises(TrainingDiverged, match=r"epoch 1, step \d+"):
+        train_run(diverging)
+    assert _snapshot(config.out) == before and _no_temporaries(tmp_path)
+
+    seen: list[Path] = []
+    new = dataclasses.replace(config, train=_train_config(epochs=1, seed=5), overwrite=True)
+    result = train_run(new, on_trained=lambda r: seen.append(r.best_checkpoint))
+    assert _snapshot(config.out) != before and _no_temporaries(tmp_path)
+    assert seen == [result.train.best_checkpoint] == [config.out / "best.pt"]
+    assert result.run_file == config.out / "run.json" and result.train.out_dir == config.out
+    assert TrainConfig.from_dict(json.loads(result.run_file.read_text())["train_config"]).seed == 5
+    assert (
+        json.loads((config.out / "train_result.json").read_text())["best_checkpoint"] == "best.pt"
+    )
+    assert json.loads((config.out / "test_metrics.json").read_text())["checkpoint"] == str(
+        config.out / "best.pt"
+    )
+
+
+def test_train_run_refuses_an_out_it_cannot_take(sim_dir: Path, tmp_path: Path) -> None:
+    run = TrainRunConfig(str(sim_dir), tmp_path / "run", _train_config(epochs=0))
+    train_run(run)
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    cases = {
+        "overwrite": dataclasses.replace(run, resume=True, overwrite=True),
+        "out": dataclasses.replace(run),  # holds a run: resume or overwrite it
+    }
+    for field, bad in cases.items():
+        with pytest.raises(RunError) as info:
+            train_run(bad)
+        assert info.value.field == field
+    for out, detail in {"file": "not a directory", "mine": "holds no run"}.items():
+        with pytest.raises(RunError, match=detail) as info:
+            train_run(dataclasses.replace(run, out=tmp_path / out, overwrite=True))
+        assert info.value.field == "out"
+    (run.out / "notes.txt").write_text("x")
+    with pytest.raises(RunError, match=r"also notes\.txt, which train did not write"):
+        train_run(dataclasses.replace(run, overwrite=True))
+
+
+def test_data_that_scores_no_event_writes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "singles.csv"
+    data.write_text("seq_id,time,type\n" + "".join(f"{i},0.5,0\n" for i in range(10)))
+    with pytest.raises(ValueError, match="no event is scored"):
+        train_run(TrainRunConfig(str(data), tmp_path / "run", _train_config()))
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_and_plot_refuse_a_directory_as_out(
+    trained: tuple[TrainRunResult, TrainRunConfig, list[bool]], tmp_path: Path
+) -> None:
+    _, config, _ = trained
+    with pytest.raises(RunError, match="is a directory") as info:
+        eval_run(EvalRunConfig([config.out], config.data, tmp_path))
+    assert info.value.field == "out"
+    with pytest.raises(RunError, match="is a directory") as info:
+        plot_run(PlotRunConfig(config.out, config.data, tmp_path))
+    assert info.value.field == "out"
+
+
+def test_simulation_writes_only_where_it_may(tmp_path: Path) -> None:
+    out = tmp_path / "sim"
+    config = SimulationConfig(out, PARAMS, n_sequences=10, horizon=5.0)
+    run_simulation(config)
+    before = _snapshot(out)
+    with pytest.raises(OutDirError, match="already holds a simulated dataset"):
+        run_simulation(dataclasses.replace(config, seed=1))
+    assert _snapshot(out) == before
+    run_simulation(dataclasses.replace(config, seed=1, overwrite=True))
+    assert _snapshot(out) != before and _no_temporaries(tmp_path)
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("x")
+    for name, detail in {"file": "not a directory", "mine": "holds no simulated dataset"}.items():
+        with pytest.raises(OutDirError, match=detail):
+            run_simulation(dataclasses.replace(config, out=tmp_path / name, overwrite=True))
+    (out / "notes.txt").write_text("x")
+    with pytest.raises(OutDirError, match=r"also notes\.txt"):
+        run_simulation(dataclasses.replace(config, overwrite=True))
+    with pytest.raises(ValueError, match="leave a split empty"):
+        SimulationConfig(tmp_path / "few", PARAMS, n_sequences=MIN_SEQUENCES - 1)

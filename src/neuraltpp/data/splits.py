@@ -24,6 +24,12 @@ def _subset(ds: EventDataset, sequences: list[EventSequence], **metadata: Any) -
     return replace(ds, sequences=sequences, metadata={**ds.metadata, **metadata})
 
 
+def split_sizes(n: int, fractions: Sequence[float] = (0.8, 0.1, 0.1)) -> tuple[int, int, int]:
+    """How many of ``n`` sequences `split_dataset` puts in train, dev and test."""
+    n_train, n_dev = round(fractions[0] * n), round(fractions[1] * n)
+    return n_train, n_dev, n - n_train - n_dev
+
+
 def split_dataset(
     ds: EventDataset, fractions: Sequence[float] = (0.8, 0.1, 0.1), *, seed: int = 0
 ) -> dict[str, EventDataset]:
@@ -31,8 +37,7 @@ def split_dataset(
     if len(fractions) != 3 or min(fractions) < 0 or not math.isclose(sum(fractions), 1.0):
         raise DataError(f"fractions must be three non-negative numbers summing to 1: {fractions}")
     order = np.random.default_rng(seed).permutation(len(ds))
-    n_train = round(fractions[0] * len(ds))
-    n_dev = round(fractions[1] * len(ds))
+    n_train, n_dev, _ = split_sizes(len(ds), fractions)
     cuts = {
         "train": order[:n_train],
         "dev": order[n_train : n_train + n_dev],
