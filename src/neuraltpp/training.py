@@ -407,7 +407,9 @@ def train(
 
     Epoch 0 is the untrained model (scored on dev, a candidate for selection). A resumed run
     (same config, any ``epochs``) ends with the same parameters as an uninterrupted one: the
-    batch order depends only on (seed, epoch) and all RNG states are restored.
+    batch order depends only on (seed, epoch) and all RNG states are restored. The inputs are
+    checked (`check_inputs`) before anything is written; a non-finite loss, parameter or dev
+    LL raises `TrainingDiverged`, with ``last.pt`` still holding the last finite epoch.
     """
     out_dir = Path(out_dir)
     resumed = check_inputs(config, train_ds, dev_ds, out_dir, resume)
