@@ -77,7 +77,7 @@ def _check_types(model: TPPModel, ds: EventDataset, data: str) -> None:
         )
 
 
-def check_out_file(out: Path) -> None:
+def _check_out_file(out: Path) -> None:
     """RunError on ``out`` unless a file can be written there (not a directory, and no
     existing ancestor a file)."""
     if out.is_dir():
@@ -253,7 +253,7 @@ def eval_run(
     """Score every checkpoint on the split (its training likelihood with ``config.likelihood``
     on top) and write ``out``: one checkpoint's metrics, or every run plus their aggregate;
     ``on_scored`` sees each checkpoint's metrics as they come."""
-    check_out_file(config.out)
+    _check_out_file(config.out)
     splits = load_splits(config.data, seed=config.data_seed, time_scale=config.time_scale)
     ds = select_split(splits, config.split, config.data, "split")
     runs: list[CheckpointMetrics] = []
@@ -321,7 +321,7 @@ def plot_run(config: PlotRunConfig) -> Path:
 
     if config.points < 2:
         raise RunError("points", f"must be at least 2, got {config.points}")
-    check_out_file(config.out)
+    _check_out_file(config.out)
     model, train_config = _load_model(config.checkpoint, "checkpoint")
     splits = load_splits(config.data, seed=config.data_seed, time_scale=config.time_scale)
     ds = select_split(splits, config.split, config.data, "split")

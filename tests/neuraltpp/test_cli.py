@@ -234,6 +234,10 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (["eval", "--checkpoint", "c", "--data", "{sim}", "--out", "{tmp}"], "error: --out: "),
         (["plot", "--checkpoint", "c", "--data", "{sim}", "--out", "{tmp}"], "error: --out: "),
         (
+            ["eval", "--checkpoint", "c", "--data", "{sim}", "--out", "{sim}/params.json/m.json"],
+            "params.json is not a directory",
+        ),
+        (
             ["plot", "--checkpoint", "c", "--data", "d", "--out", "p.png", "--threads", "0"],
             "--threads",
         ),

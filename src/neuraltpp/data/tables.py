@@ -171,9 +171,6 @@ def _frame(ds: EventDataset) -> Any:
     """The long table of ``ds``, with the optional columns its data needs."""
     import pandas as pd
 
-    def per_row(values: list[Any]) -> np.ndarray:
-        return np.repeat(np.asarray(values, dtype=np.float64), [len(s) for s in ds.sequences])
-
     frame = pd.DataFrame(
         {
             "seq_id": np.concatenate([[s.seq_id] * len(s) for s in ds.sequences]),
@@ -184,10 +181,10 @@ def _frame(ds: EventDataset) -> Any:
     if ds.type_names is not None:
         frame["type"] = np.asarray(ds.type_names, dtype=object)[frame["type"].to_numpy()]
     if has_windows(ds):
-        for k in WINDOW_FIELDS:
-            frame[k] = per_row(
-                [np.nan if getattr(s, k) is None else getattr(s, k) for s in ds.sequences]
-            )
+        lengths = [len(s) for s in ds.sequences]
+        for k in WINDOW_FIELDS:  # an unknown bound (None) is NaN, an empty CSV field
+            bounds = np.array([getattr(s, k) for s in ds.sequences], dtype=np.float64)
+            frame[k] = np.repeat(bounds, lengths)
     if ds.time_scale != 1.0:
         frame["time_scale"] = ds.time_scale
     return frame
