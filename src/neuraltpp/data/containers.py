@@ -103,8 +103,8 @@ def validate_sequence(seq: EventSequence, num_types: int, *, source: str, index:
     if dec.size:
         j = int(dec[0]) + 1
         raise DataError(
-            f"{at}, position {j}: time {seq.times[j]!r} is before the previous "
-            f"time {seq.times[j - 1]!r} (times must be non-decreasing: sort the events of each "
+            f"{at}, position {j}: time {float(seq.times[j])!r} is before the previous time "
+            f"{float(seq.times[j - 1])!r} (times must be non-decreasing: sort the events of each "
             "sequence by time, e.g. with load_dataset(..., repair=['sort']) in Python)",
             position=j,
         )
