@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,7 +97,9 @@ def evaluate(config: EvalConfig) -> EvalResult:
     adapter = None
     if config.run is not None:
         adapter = str(Path(config.run) / "adapter")
-        model = PeftModel.from_pretrained(loaded.model, adapter)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            model = PeftModel.from_pretrained(loaded.model, adapter)
     batches = data.task_batches(examples, loaded.tokenizer, kind=task.kind,
                                 max_length=max_length, batch_size=config.batch_size)
     loss = dev_loss(model, batches)

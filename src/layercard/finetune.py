@@ -16,13 +16,14 @@ import json
 import resource
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
 from peft.helpers import KappaTuneSelector
-from transformers import Trainer, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainingArguments
 
 from commonio.atomic import write_text
 from layercard import data
@@ -195,7 +196,9 @@ def train(config: TrainConfig, out: str | Path) -> TrainSummary:
     choice, card_seconds = choose(config, loaded, out)
     settings = config.lora_settings()
     torch.manual_seed(config.seed)  # the LoRA A initialisation
-    model = get_peft_model(loaded.model, _lora(loaded, choice, settings))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        model = get_peft_model(loaded.model, _lora(loaded, choice, settings))
     pad_id = loaded.tokenizer.pad_token_id
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"), per_device_train_batch_size=config.batch_size,
@@ -210,6 +213,8 @@ def train(config: TrainConfig, out: str | Path) -> TrainSummary:
         model=model, args=args, train_dataset=rows,
         data_collator=lambda batch: data.pad_rows(batch, pad_id),
     )
+    if not config.progress:
+        trainer.remove_callback(PrinterCallback)  # it prints every log line
     resume = resuming and any((out / "checkpoints").glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     model.save_pretrained(out / "adapter")
