@@ -39,10 +39,10 @@ from layercard.finetune import train
 from layercard.resources import cache_dir
 from placement_report import write_report
 
-K8 = ("all", "first", "middle", "last", "uniform", "random", "gradnorm", "resnorm", "kappa",
-      "card")
+K8 = ("all", "card", "middle", "first", "last", "uniform", "random", "gradnorm", "resnorm",
+      "kappa")
 K4 = ("card", "middle", "uniform", "random")
-QUICK = {"train_examples": 16, "eval_examples": 8, "probe_examples": 16}
+QUICK = {"train_examples": 16, "eval_examples": 8, "dev_examples": 8, "probe_examples": 16}
 
 
 def plan(tasks: list[str], seeds: list[int]) -> list[tuple[str, str, int, int, str]]:
@@ -81,9 +81,12 @@ def _card(args: argparse.Namespace, task: str) -> Path:
     return out
 
 
-def _scores(run: Path | None, args: argparse.Namespace, task: str, split: str) -> dict:
+def _scores(run: Path | None, args: argparse.Namespace, task: str, split: str,
+            examples: int | None = None) -> dict:
+    """evaluate() of a run (or the base model with run None) on a split, as a dict."""
     config = EvalConfig(run=None if run is None else str(run), model=args.model, task=task,
-                        split=split, examples=args.eval_examples, max_length=args.max_length)
+                        split=split, examples=examples or args.eval_examples,
+                        max_length=args.max_length)
     if run is not None:
         config = replace(config, model=None, task=None)
     return asdict(evaluate(config))
@@ -113,7 +116,8 @@ def one_run(args: argparse.Namespace, task: str, strategy: str, k: int, seed: in
         "trainable_params": summary["trainable_params"], "steps": summary["steps"],
         "train_seconds": summary["train_seconds"], "peak_memory_bytes":
         summary["peak_memory_bytes"], "memory_method": summary["memory_method"],
-        "test": _scores(work, args, task, "test"), "dev": _scores(work, args, task, "dev"),
+        "test": _scores(work, args, task, "test"),
+        "dev": _scores(work, args, task, "dev", examples=args.dev_examples),
     }
 
 
@@ -130,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="training examples of every run (one epoch)")
     parser.add_argument("--eval-examples", type=int, default=None,
                         help="score the first N test/dev examples (default: all)")
+    parser.add_argument("--dev-examples", type=int, default=200,
+                        help="dev examples scored per run (the first ones; dev loss only informs)")
     parser.add_argument("--probe-examples", type=int, default=256,
                         help="probe examples of the cards")
     parser.add_argument("--max-length", type=int, default=256)
@@ -156,7 +162,7 @@ def main() -> None:
         base = args.out / "runs" / names[task] / "base.json"
         if not base.exists():
             record = {"test": _scores(None, args, task, "test"),
-                      "dev": _scores(None, args, task, "dev")}
+                      "dev": _scores(None, args, task, "dev", examples=args.dev_examples)}
             write_text(base, json.dumps(record, indent=2) + "\n")
     todo = [r for r in plan(args.tasks, args.seeds)
             if not (args.out / "runs" / names[r[0]] / f"{run_name(*r[1:], r[0])}.json").exists()]

@@ -160,8 +160,8 @@ def test_placement_benchmark_resumes_and_reports(tiny_model: Path, tiny_task: Pa
     assert proc.returncode == 0, proc.stderr
     runs = out / "runs" / "reviews"
     first = {p.name: p.stat().st_mtime_ns for p in runs.glob("*-seed0.json")}
-    assert sorted(first) == ["all-seed0.json", "first-k8-seed0.json", "middle-k8-seed0.json"]
-    record = json.loads((runs / "first-k8-seed0.json").read_text())
+    assert sorted(first) == ["all-seed0.json", "card-k8-seed0.json", "middle-k8-seed0.json"]
+    record = json.loads((runs / "middle-k8-seed0.json").read_text())
     assert record["layers"] == [0, 1, 2]  # k = 8 of a 3-layer model: clipped to every layer
     assert 0.0 <= record["test"]["accuracy"] <= 1.0
     proc = subprocess.run(command, capture_output=True, text=True, check=False)
@@ -169,6 +169,6 @@ def test_placement_benchmark_resumes_and_reports(tiny_model: Path, tiny_task: Pa
     now = {p.name: p.stat().st_mtime_ns for p in runs.glob("*-seed0.json")}
     assert {k: now[k] for k in first} == first and len(now) == 6  # 3 skipped, 3 new
     report = json.loads((out / "placement_report.json").read_text())
-    assert {row["strategy"] for row in report[0]["rows"]} == {"all", "first", "middle", "last",
-                                                              "uniform", "random"}
+    assert {row["strategy"] for row in report[0]["rows"]} == {"all", "card", "middle", "first",
+                                                              "last", "uniform"}
     assert "| all |" in (out / "placement_report.md").read_text()
