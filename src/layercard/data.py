@@ -253,8 +253,9 @@ def _read_dataset(path: Path) -> tuple[dict[str, list[Example]], str]:
 
     try:
         loaded = datasets.load_from_disk(str(path))
-    except (FileNotFoundError, ValueError) as err:
-        raise DataError(f"{path}: not a `datasets` directory (save_to_disk): {err}") from None
+    except (OSError, ValueError) as err:  # missing, or damaged arrow / json files
+        raise DataError(f"{path}: not a readable `datasets` directory (save_to_disk): "
+                        f"{err}") from None
     parts = loaded if isinstance(loaded, datasets.DatasetDict) else {"train": loaded}
     target = ""
     out: dict[str, list[Example]] = {}
@@ -269,7 +270,12 @@ def _read_dataset(path: Path) -> tuple[dict[str, list[Example]], str]:
         key = SPLIT_ALIASES[name]
         if key in out:
             raise DataError(f"{path}: more than one split maps to '{key}' ({list(parts)})")
-        out[key] = [_example(row, target, f"{where}:row {i}") for i, row in enumerate(part)]
+        try:
+            out[key] = [_example(row, target, f"{where}:row {i}") for i, row in enumerate(part)]
+        except DataError:
+            raise
+        except (OSError, ValueError) as err:  # arrow data damaged past the schema
+            raise DataError(f"{where}: unreadable rows: {err}") from None
     return out, target
 
 
