@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import resource
 import sys
-import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -89,22 +88,24 @@ class TrainSummary:
 
 
 def _card(config: TrainConfig, loaded: LoadedModel, out: Path) -> tuple[Card, float | None]:
-    """The card of --card, or (auto) one built into OUT/card with its build time."""
+    """The card of --card, or (auto) the one in OUT/card, built there on first use; with the
+    build time of a card this run built (from the card's timings, also when resuming)."""
     if config.card:
         path = Path(config.card)
         return read_card(path / "card.json" if path.is_dir() else path), None
     if config.layers != "auto":
         raise LayerSpecError(f"--layers {config.layers} needs --card")
-    from layercard.build import build_card
-    from layercard.output import write_card_dir
+    own = out / "card" / "card.json"
+    if not own.exists():
+        from layercard.build import build_card
+        from layercard.output import write_card_dir
 
-    start = time.perf_counter()
-    build_config = BuildConfig(model=config.model, task=config.task, seed=config.seed,
-                               rank=config.rank, max_length=config.max_length,
-                               progress=config.progress)
-    card = build_card(build_config, loaded=loaded)
-    write_card_dir(card, out / "card")
-    return card, time.perf_counter() - start
+        build_config = BuildConfig(model=config.model, task=config.task, seed=config.seed,
+                                   rank=config.rank, max_length=config.max_length,
+                                   progress=config.progress)
+        write_card_dir(build_card(build_config, loaded=loaded), own.parent)
+    card = read_card(own)
+    return card, card.timings.stages["total"]
 
 
 def kappa_modules(loaded: LoadedModel, n_modules: int) -> list[str]:

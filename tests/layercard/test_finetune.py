@@ -16,7 +16,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, Trainer
 
 from layercard.cli import main
+from layercard.codec import read_card
 from layercard.config import TrainConfig
+from layercard.decide import Objective, place
 from layercard.evaluation import EvalConfig, evaluate
 from layercard.finetune import TrainDirError, read_summary, train
 
@@ -172,3 +174,12 @@ def test_placement_benchmark_resumes_and_reports(tiny_model: Path, tiny_task: Pa
     assert {row["strategy"] for row in report[0]["rows"]} == {"all", "card", "middle", "first",
                                                               "last", "uniform"}
     assert "| all |" in (out / "placement_report.md").read_text()
+
+
+def test_auto_builds_a_card_once_and_follows_its_placement(tiny_model: Path, tiny_task: Path,
+                                                           tmp_path: Path) -> None:
+    out = tmp_path / "auto"
+    summary = train(_config(tiny_model, tiny_task, layers="auto", k=2), out)
+    card = read_card(out / "card" / "card.json")
+    assert summary.choice.layers == place(card, Objective(max_layers=2)).chosen.layers
+    assert summary.card_seconds == card.timings.stages["total"] > 0
