@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup fetch demo test lint bench-card bench-probes bench-placement clean
+.PHONY: setup fetch demo test lint bench-card bench-probes bench-tpp bench-placement clean
 
 setup: $(STAMP)
 
@@ -42,6 +42,14 @@ bench-probes: fetch
 	$(BIN)/python benchmarks/probe_line.py --out benchmarks/results/probes
 	$(BIN)/python benchmarks/probe_correction.py --out benchmarks/results/probes
 	$(BIN)/python benchmarks/probe_report.py --out benchmarks/results/probes
+
+# Neural TPPs (each intensity decoder) vs the classical Hawkes fit and the true process, with the
+# learning curve on simulated data (resumable: rerun to continue; BENCH_ARGS="--max-runs 5" for a
+# sitting's worth), then the report.
+bench-tpp: setup
+	$(BIN)/neuraltpp fetch
+	$(BIN)/python benchmarks/bench_tpp.py --out benchmarks/results/tpp $(BENCH_ARGS)
+	$(BIN)/python benchmarks/tpp_report.py --out benchmarks/results/tpp
 
 # Card-guided LoRA vs all layers, fixed strategies and KappaTune (resumable: rerun to continue;
 # BENCH_ARGS="--max-runs 5" for a sitting's worth).
