@@ -324,6 +324,8 @@ def _settings(args: argparse.Namespace) -> Settings:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 2, got {value}")
     if settings.gap_loss < 0:
         raise SystemExit(f"error: --gap-loss must be >= 0, got {settings.gap_loss}")
+    if args.threads < 1:
+        raise SystemExit(f"error: --threads must be at least 1, got {args.threads}")
     if any(s <= 0 for s in args.sizes):
         raise SystemExit(f"error: --sizes must be positive, got {args.sizes}")
     return settings
@@ -374,6 +376,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="use the first N sequences of each training split (default: all)")
     parser.add_argument("--eval-sequences", type=int, default=None,
                         help="use the first N sequences of each dev and test split (default: all)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads (as `neuraltpp train`: these models are small "
+                        "and extra threads mostly contend)")
     parser.add_argument("--max-runs", type=int, default=None,
                         help="stop after this many new runs (a sitting's worth)")
     parser.add_argument("--quiet", dest="progress", action="store_false")
@@ -392,6 +397,7 @@ def main() -> None:
     if args.quick:
         vars(args).update(QUICK)
     settings = _settings(args)
+    torch.set_num_threads(args.threads)
     plain = json.loads(json.dumps(asdict(settings)))
     _check_meta(args.out, plain)
     meta = {"settings": plain, "seeds": args.seeds, "data_seed": args.data_seed,
