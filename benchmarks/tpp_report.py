@@ -305,11 +305,12 @@ def write_report(out: Path) -> dict[str, Any]:
     for folder in sorted(p for p in (out / "runs").glob("*") if p.is_dir()):
         rows[folder.name], truths[folder.name] = dataset_rows(folder)
     sim = rows.get(SIM, [])
+    curve = learning_curve(sim) if truths.get(SIM) is not None else None
     report = {
         "settings": meta["settings"], "seeds": meta["seeds"], "machine": meta["machine"],
         "versions": meta["versions"], "target_gap": TARGET_GAP,
         "target": target(sim, truths.get(SIM)),
-        "learning_curve": learning_curve(sim) if truths.get(SIM) is not None else None,
+        "learning_curve": curve if curve and curve["curves"] else None,
         "datasets": {name: {"true_ll_per_event": truths[name],
                             "rows": [asdict(r) | {"label": r.label} for r in rs]}
                      for name, rs in rows.items()},
