@@ -114,6 +114,9 @@ def task_report(out: Path, task: str, steps: int, seeds: list[int]) -> dict:
         if "adam_first_order" in candidates:
             candidates["adam_correction"] = saturating(correction,
                                                        candidates["adam_first_order"])
+        if "lora_aligned" in candidates:
+            aligned = [steps * LoraSettings().lr * v for v in candidates["lora_aligned"]]
+            candidates["adam_aligned_correction"] = saturating(correction, aligned)
     report["spearman_gain"] = {
         name: _spearman([values[i] for i in layers], gains) for name, values in candidates.items()
     }
