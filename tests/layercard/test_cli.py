@@ -291,6 +291,8 @@ def test_probe_benchmark_runs_every_planned_run_and_skips_finished_ones(
                               "--probe-examples", "16"],
         "probe_line.py": ["--tasks", str(tiny_task), "--model", str(tiny_model),
                           "--probe-examples", "16", "--probe-steps", "2", "--dev-batches", "1"],
+        "probe_correction.py": ["--tasks", str(tiny_task), "--model", str(tiny_model),
+                                "--probe-examples", "16", "--dev-batches", "1"],
         "probe_report.py": ["--tasks", "reviews", "--steps", "2", "--choose-on", "reviews"],
     }
     for script, extra in steps.items():
@@ -304,7 +306,12 @@ def test_probe_benchmark_runs_every_planned_run_and_skips_finished_ones(
     gains = [json.loads((runs / f"L{i}-s2-seed0.json").read_text())["gain"] for i in range(3)]
     assert task["gains"] == gains
     assert set(task["spearman_gain"]) >= {"predicted_gain", "rel_resnorm", "depth", "lora_l1",
-                                          "label_lora_l1", "adam_line"}
+                                          "label_lora_l1", "adam_line", "correction_line",
+                                          "adam_correction", "adam_aligned_correction"}
+    correction = json.loads((out / "features" / "reviews-correction.json").read_text())
+    assert len(correction["correction_line"]) == 3
+    # the best of a grid that starts at a 1e-4 relative step: never much below no change
+    assert all(math.isfinite(v) and v > -1e-2 for v in correction["correction_line"])
     line = json.loads((out / "features" / "reviews-line.json").read_text())["adam_line"]
     assert len(line) == 3 and all(math.isfinite(v) for v in line)
     assert task["spearman_gain"]["depth"] == pytest.approx(
