@@ -10,9 +10,10 @@ then the remaining seeds (3 at k = 8, 2 at k = 4).
 
 Run results are written one file each under <out>/runs/<task>/ as they finish, and a rerun
 skips finished ones, so the benchmark can be completed over several sittings; adapters and
-checkpoints go to --work (outside the repository). The card of each task (with its cost
-model) is built once into <out>/cards/<task>/. The report (Markdown table, JSON, plots) is
-rewritten from whatever has finished after every run.
+checkpoints go to --work (outside the repository), and a run interrupted there is rerun from
+the start (its training time must be one uninterrupted measurement). The card of each task
+(with its cost model) is built once into <out>/cards/<task>/. The report (Markdown table,
+JSON, plots) is rewritten from whatever has finished after every run.
 
     python benchmarks/bench_placement.py --out benchmarks/results/placement [--quick]
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -108,6 +110,8 @@ def one_run(args: argparse.Namespace, task: str, strategy: str, k: int, seed: in
         progress=args.progress,
     )
     if not (work / "train.json").exists():
+        if work.exists():  # an interrupted run of this benchmark: rerun it whole, so that its
+            shutil.rmtree(work)  # training time is one uninterrupted measurement
         train(config, work)
     summary = json.loads((work / "train.json").read_text())
     return {

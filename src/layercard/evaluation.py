@@ -1,6 +1,6 @@
 """Test-split metrics of a base model or a trained adapter, and its generation latency.
 
-Classification tasks are scored by label accuracy (`scoring.label_accuracy`), generation tasks
+Classification tasks are scored by label accuracy (`scoring.label_scores`), generation tasks
 by completion loss and perplexity; both report the completion loss. Latency is greedy decoding
 of a few prompts, one at a time, with the adapter unmerged (peft's LoRA forward) and merged
 into the weights (`merge_and_unload`): the serving cost of an adapter left separate.
@@ -21,7 +21,7 @@ from torch import nn
 from layercard import data
 from layercard.finetune import read_summary
 from layercard.models import LoadedModel, load_model
-from layercard.scoring import label_accuracy
+from layercard.scoring import label_scores
 from layercard.training import dev_loss
 
 
@@ -100,13 +100,13 @@ def evaluate(config: EvalConfig) -> EvalResult:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
             model = PeftModel.from_pretrained(loaded.model, adapter)
-    batches = data.task_batches(examples, loaded.tokenizer, kind=task.kind,
-                                max_length=max_length, batch_size=config.batch_size)
-    loss = dev_loss(model, batches)
-    accuracy = None
-    if task.kind == "classification":
-        accuracy = label_accuracy(model, loaded.tokenizer, examples, task.label_words,
-                                  max_length=max_length, batch_size=config.batch_size)
+    if task.kind == "classification":  # one pass gives both (the true label is a candidate)
+        accuracy, loss = label_scores(model, loaded.tokenizer, examples, task.label_words,
+                                      max_length=max_length, batch_size=config.batch_size)
+    else:
+        batches = data.task_batches(examples, loaded.tokenizer, kind=task.kind,
+                                    max_length=max_length, batch_size=config.batch_size)
+        accuracy, loss = None, dev_loss(model, batches)
     prompts = [e.prompt for e in examples[: config.latency_prompts]]
     unmerged = None
     if isinstance(model, PeftModel):

@@ -45,6 +45,39 @@ def completion_logprobs(
     return out
 
 
+def label_scores(
+    model: nn.Module,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[Example],
+    label_words: Sequence[str],
+    *,
+    max_length: int,
+    batch_size: int,
+) -> tuple[float, float]:
+    """(label accuracy, completion loss) from one scoring pass: every label word is tried as
+    the completion; the prediction is the most likely one, and the loss is the true label's
+    negative log-likelihood per completion token (what `training.dev_loss` gives)."""
+    if not examples:
+        raise ValueError("label scoring: no examples")
+    unknown = sorted({e.completion for e in examples} - set(label_words))
+    if unknown:
+        raise ValueError(f"label scoring: completions {unknown} are not label words")
+    candidates = [Example(e.prompt, word, e.origin) for e in examples for word in label_words]
+    scores = completion_logprobs(
+        model, tokenizer, candidates, kind="classification", max_length=max_length,
+        batch_size=batch_size,
+    )
+    n_tokens = {w: len(tokenizer(w, add_special_tokens=False)["input_ids"]) for w in label_words}
+    k = len(label_words)
+    correct, nll, count = 0, 0.0, 0
+    for i, example in enumerate(examples):
+        row = scores[i * k : (i + 1) * k]
+        correct += label_words[max(range(k), key=row.__getitem__)] == example.completion
+        nll -= row[label_words.index(example.completion)]
+        count += n_tokens[example.completion]
+    return correct / len(examples), nll / count
+
+
 def label_accuracy(
     model: nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -55,19 +88,5 @@ def label_accuracy(
     batch_size: int,
 ) -> float:
     """Share of examples whose completion is the label word of highest log-likelihood."""
-    if not examples:
-        raise ValueError("label_accuracy: no examples")
-    unknown = sorted({e.completion for e in examples} - set(label_words))
-    if unknown:
-        raise ValueError(f"label_accuracy: completions {unknown} are not label words")
-    candidates = [Example(e.prompt, word, e.origin) for e in examples for word in label_words]
-    scores = completion_logprobs(
-        model, tokenizer, candidates, kind="classification", max_length=max_length,
-        batch_size=batch_size,
-    )
-    k = len(label_words)
-    correct = 0
-    for i, example in enumerate(examples):
-        row = scores[i * k : (i + 1) * k]
-        correct += label_words[max(range(k), key=row.__getitem__)] == example.completion
-    return correct / len(examples)
+    return label_scores(model, tokenizer, examples, label_words, max_length=max_length,
+                        batch_size=batch_size)[0]

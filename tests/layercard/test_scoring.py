@@ -7,8 +7,9 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
-from layercard.data import Example
-from layercard.scoring import completion_logprobs, label_accuracy
+from layercard.data import Example, task_batches
+from layercard.scoring import completion_logprobs, label_accuracy, label_scores
+from layercard.training import dev_loss
 
 WORDS = ["[UNK]", "[PAD]", "</s>", "a", "b", "c", "d", "yes", "no"]
 
@@ -50,3 +51,14 @@ def test_label_accuracy_picks_the_most_likely_label(tiny_lm) -> None:
     assert label_accuracy(model, tok, examples, labels, max_length=16, batch_size=3) == 2 / 5
     with pytest.raises(ValueError, match="not label words"):
         label_accuracy(model, tok, [Example("a", " maybe")], labels, max_length=16, batch_size=1)
+
+
+def test_label_scores_loss_equals_the_dev_loss_of_the_true_labels(tiny_lm) -> None:
+    model, tok = tiny_lm("llama", 2, vocab=len(WORDS)), _tokenizer()
+    examples = [Example("a b", " yes"), Example("c d", " no"), Example("a c d", " yes no"),
+                Example("b", " no")]
+    labels = [" yes", " no", " yes no"]
+    accuracy, loss = label_scores(model, tok, examples, labels, max_length=16, batch_size=3)
+    batches = task_batches(examples, tok, kind="classification", max_length=16, batch_size=2)
+    assert loss == pytest.approx(dev_loss(model, batches), rel=1e-5)
+    assert accuracy == label_accuracy(model, tok, examples, labels, max_length=16, batch_size=2)
