@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -234,6 +235,8 @@ def _train(args: argparse.Namespace) -> None:
     config = config_from_args(TrainConfig, args)
     config.validate()
     summary = train(config, args.out)
+    if os.environ.get("RANK", "0") != "0":  # a multi-process run reports once, from rank 0
+        return
     print(f"layers: {', '.join(map(str, summary.choice.layers))} ({summary.choice.detail})")
     print(f"trainable parameters: {summary.trainable_params}; steps: {summary.steps}; "
           f"train time {summary.train_seconds:.1f} s; peak memory "

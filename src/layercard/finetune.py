@@ -1,10 +1,10 @@
 """LoRA fine-tuning on chosen layers through `transformers.Trainer`, resumable, with its cost.
 
 `train(config, out)` resolves the layer choice (`strategies`, a card, or peft's KappaTune),
-trains the identical LoRA config on it with Trainer (so accelerate / torchrun give multi-process
-runs), checkpoints every `save_steps` and resumes from the last checkpoint when rerun on the
-same --out after a kill. It saves the adapter with `save_pretrained` and records wall time,
-peak memory and trainable parameters in train.json.
+trains the identical LoRA config on it with Trainer (torchrun gives multi-process data-parallel
+runs; only the main process writes files), checkpoints every `save_steps` and resumes from the
+last checkpoint when rerun on the same --out after a kill. It saves the adapter with
+`save_pretrained` and records wall time, peak memory and trainable parameters in train.json.
 
 Layout of --out: train_config.json (written first: what this run is), checkpoints/ (Trainer's),
 adapter/ (the finished adapter), train.json (written last: the run is complete).
@@ -13,6 +13,7 @@ adapter/ (the finished adapter), train.json (written last: the run is complete).
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 import warnings
@@ -95,6 +96,9 @@ def _card(config: TrainConfig, loaded: LoadedModel, out: Path) -> tuple[Card, fl
         return read_card(path / "card.json" if path.is_dir() else path), None
     if config.layers != "auto":
         raise LayerSpecError(f"--layers {config.layers} needs --card")
+    if world_size() > 1:
+        raise LayerSpecError("--layers auto in a multi-process run needs --card: build the card "
+                             "once first (layercard build)")
     own = out / "card" / "card.json"
     if not own.exists():
         from layercard.build import build_card
@@ -171,6 +175,11 @@ def _check_out(out: Path, record: dict) -> bool:
     return True
 
 
+def world_size() -> int:
+    """Processes of this run: torchrun / accelerate set WORLD_SIZE (1 when launched alone)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def peak_memory() -> tuple[int, str]:
     """(peak bytes, method): CUDA's max allocated on a GPU, else the process's peak RSS."""
     if torch.cuda.is_available():
@@ -208,7 +217,7 @@ def train(config: TrainConfig, out: str | Path) -> TrainSummary:
         save_steps=config.save_steps, save_total_limit=1, report_to="none", seed=config.seed,
         data_seed=config.seed, use_cpu=not torch.cuda.is_available(),
         disable_tqdm=not config.progress, remove_unused_columns=False,
-        dataloader_num_workers=0,
+        dataloader_num_workers=0, ddp_find_unused_parameters=False,
     )
     trainer = Trainer(
         model=model, args=args, train_dataset=rows,
@@ -218,7 +227,9 @@ def train(config: TrainConfig, out: str | Path) -> TrainSummary:
         trainer.remove_callback(PrinterCallback)  # it prints every log line
     resume = resuming and any((out / "checkpoints").glob("checkpoint-*"))
     result = trainer.train(resume_from_checkpoint=True if resume else None)
-    model.save_pretrained(out / "adapter")
+    main = trainer.is_world_process_zero()  # in a multi-process run only it writes files
+    if main:
+        model.save_pretrained(out / "adapter")
     memory, method = peak_memory()
     summary = TrainSummary(
         config=config, choice=choice,
@@ -228,7 +239,8 @@ def train(config: TrainConfig, out: str | Path) -> TrainSummary:
         train_losses=[e["loss"] for e in trainer.state.log_history if "loss" in e],
         card_seconds=card_seconds,
     )
-    write_text(out / "train.json", json.dumps(asdict(summary), indent=2) + "\n")
+    if main:
+        write_text(out / "train.json", json.dumps(asdict(summary), indent=2) + "\n")
     return summary
 
 

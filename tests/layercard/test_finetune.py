@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -21,6 +22,7 @@ from layercard.config import TrainConfig
 from layercard.decide import Objective, place
 from layercard.evaluation import EvalConfig, evaluate
 from layercard.finetune import TrainDirError, read_summary, train
+from layercard.strategies import LayerSpecError
 
 SMALL = ["--train-examples", "24", "--batch-size", "4", "--max-length", "32",
          "--save-steps", "2", "--quiet"]
@@ -183,3 +185,29 @@ def test_auto_builds_a_card_once_and_follows_its_placement(tiny_model: Path, tin
     card = read_card(out / "card" / "card.json")
     assert summary.choice.layers == place(card, Objective(max_layers=2)).chosen.layers
     assert summary.card_seconds == card.timings.stages["total"] > 0
+
+
+def test_two_processes_train_data_parallel_and_only_the_main_one_writes(
+    tiny_model: Path, tiny_task: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).parent / "torchrun"
+    proc = subprocess.run(
+        [str(torchrun), "--nproc_per_node", "2", "-m", "layercard.cli", "train",
+         "--model", str(tiny_model), "--task", str(tiny_task), "--layers", "1",
+         "--out", str(out), *SMALL],
+        capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("layers: 1") == 1  # reported once, by rank 0
+    summary = read_summary(out)
+    assert summary.steps == 3  # 24 examples, 4 per process and step, 2 processes
+    assert {int(k.split(".layers.")[1].split(".")[0]) for k in _adapter(out)} == {1}
+
+
+def test_auto_without_a_card_is_refused_in_a_multi_process_run(
+    tiny_model: Path, tiny_task: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(LayerSpecError, match="needs --card"):
+        train(_config(tiny_model, tiny_task, layers="auto"), tmp_path / "auto")
