@@ -15,7 +15,7 @@ import torch
 import transformers
 
 import layercard
-from layercard import data
+from layercard import data, distributed
 from layercard.config import BuildConfig, BuildConfigError
 from layercard.cost import lora_param_counts, measure_cost
 from layercard.measure import Measurements, measure
@@ -178,6 +178,7 @@ def build_card(
     used instead of loading `config.model` / `config.task`.
     """
     config.validate()
+    distributed.init()  # under torchrun: each process measures its share of the probe batches
     start = time.perf_counter()
     stages: dict[str, float] = {}
 
@@ -218,7 +219,8 @@ def build_card(
     settings = config.lora_settings()
     params_per_layer = lora_param_counts(loaded.model, settings)
     cost_section, cost_timing = None, None
-    if config.cost:
+    main = distributed.is_main()  # cost and probes: the main process alone, the others wait
+    if config.cost and main:
         cost = measure_cost(
             loaded.model,
             probe_batches,
@@ -238,9 +240,10 @@ def build_card(
 
     layers = _layer_entries(measurements, loaded.n_layers, params_per_layer)
     probe_section = None
-    if config.probe_steps > 0:
+    if config.probe_steps > 0 and main:
         probe_section = _probe_section(config, loaded, task, probe_batches, layers)
         stage("probe", t)
+    distributed.barrier()
     stage("total", start)
     return Card(
         schema=SCHEMA,
@@ -265,6 +268,8 @@ def build(config: BuildConfig, out: str | os.PathLike[str]) -> tuple[Card, Path]
     """Build the card and write card.json, card.md and the plots into `out` in one move."""
     check_out_dir(Path(out))
     card = build_card(config)
+    if not distributed.is_main():  # a multi-process build is written once, by rank 0
+        return card, Path(out)
     directory = write_card_dir(card, out, extra=lambda staging: write_plots(card, staging))
     return card, directory
 

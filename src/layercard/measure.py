@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from layercard import distributed
 from layercard.data import n_target_tokens
 from layercard.models import adaptable_sites, find_blocks, site_module
 from layercard.sites import Site, SiteDiagnostics
@@ -382,23 +383,36 @@ def collect_statistics(
     if seeds is not None and len(seeds) != len(batches):
         raise ValueError(f"{len(seeds)} seed gradients for {len(batches)} batches")
     total = 0.0
-    input_grads = []  # kept only above layer 0: the seeds of the group below
+    # kept only above layer 0: the seeds of the group below (None for other processes' batches)
+    input_grads: list[Tensor | None] = [None] * len(batches)
     desc = f"layercard statistics, layers {layers.start}-{layers.stop - 1}"
     with _StatsPass(module, sites, layers, dtype) as probe:
-        for i, batch in enumerate(tqdm(batches, desc=desc, disable=not progress)):
-            loss, grad = probe.run(batch, 1.0 / n_loss, None if seeds is None else seeds[i])
+        for i in tqdm(distributed.own(len(batches)), desc=desc, disable=not progress):
+            loss, grad = probe.run(batches[i], 1.0 / n_loss,
+                                   None if seeds is None else seeds[i])
             total += loss
             if layers.start > 0:
-                input_grads.append(grad)
+                input_grads[i] = grad
+    _sum_over_processes(probe.stats)
     return ProbeStatistics(
         sites=sites,
         stats=probe.stats,
         n_examples=sum(int(batch["input_ids"].shape[0]) for batch in batches),
         n_tokens=sum(int(batch["attention_mask"].sum()) for batch in batches),
         n_loss_tokens=n_loss,
-        loss=total / n_loss,
+        loss=distributed.all_reduce_number(total) / n_loss,
         input_grads=input_grads if layers.start > 0 else None,
     )
+
+
+def _sum_over_processes(stats: dict[Site, SiteStats]) -> None:
+    """Sum the streaming statistics of every site (and each shared Σ once) over processes."""
+    if distributed.rank_and_size()[1] == 1:
+        return
+    for inputs in {id(s.inputs): s.inputs for s in stats.values()}.values():
+        inputs.all_reduce_()
+    for site_stats in stats.values():
+        site_stats.all_reduce_()
 
 
 def example_gains(
@@ -423,19 +437,21 @@ def example_gains(
     desc = f"layercard coupling, layers {layers.start}-{layers.stop - 1}"
     with _GainPass(module, sites, layers, corrections, n_examples) as gain_pass:
         bar = tqdm(total=n_examples, desc=desc, disable=not progress)
+        mine = set(distributed.own(len(batches)))
         for i, batch in enumerate(batches):
             if done >= n_examples:
                 break
             take = min(n_examples - done, int(batch["input_ids"].shape[0]))
-            part = {key: value[:take] for key, value in batch.items()}
-            seed = None if seeds is None else seeds[i][:take]
-            gain_pass.run(part, done, scale, seed)
+            if i in mine:  # other processes fill the other rows; the sum assembles them
+                part = {key: value[:take] for key, value in batch.items()}
+                seed = None if seeds is None else seeds[i][:take]
+                gain_pass.run(part, done, scale, seed)
             done += take
             bar.update(take)
         bar.close()
     if done < n_examples:
         raise ValueError(f"asked for {n_examples} coupling examples, the batches hold {done}")
-    return gain_pass.gains
+    return distributed.all_reduce_(gain_pass.gains)
 
 
 def measure(

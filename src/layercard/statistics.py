@@ -17,6 +17,7 @@ import torch
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
+from layercard import distributed
 from layercard.sites import SiteDiagnostics
 
 # Most rows in one block row of the lower-triangular Σ accumulation (blocks are made equal):
@@ -107,6 +108,14 @@ class InputStats:
             raise ValueError("the site's inputs are all zero; Σ carries no information")
         return lam
 
+    def all_reduce_(self) -> None:
+        """Sum the accumulated x xᵀ and token count over the processes (`distributed`)."""
+        for _, block in self._blocks:
+            distributed.all_reduce_(block)
+        self.n = round(distributed.all_reduce_number(self.n))
+        self._eigenvalues = None
+        self._factor = None
+
     def eigenvalues(self) -> Tensor:
         """Eigenvalues of Σ (ascending, clamped at 0), computed once and cached."""
         if self._eigenvalues is None:
@@ -172,6 +181,12 @@ class SiteStats:
         self.gx_sum.addmm_(g.T, x)
         self.g_energy_sum += float(g.square().sum(dtype=torch.float64))
         self.n += x.shape[0]
+
+    def all_reduce_(self) -> None:
+        """Sum G, E_r and the token count over the processes (Σ is its InputStats' own)."""
+        distributed.all_reduce_(self.gx_sum)
+        self.g_energy_sum = distributed.all_reduce_number(self.g_energy_sum)
+        self.n = round(distributed.all_reduce_number(self.n))
 
     @property
     def sigma(self) -> Tensor:
