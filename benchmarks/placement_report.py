@@ -63,7 +63,7 @@ def task_report(out: Path, task: str) -> dict:
     folder = out / "runs" / task
     base = json.loads((folder / "base.json").read_text())
     runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))
-            if p.name not in ("base.json",)]
+            if p.name != "base.json"]
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((r["strategy"], r["k"], r["card_task"]), []).append(r)

@@ -22,13 +22,12 @@ import torch
 from tqdm import tqdm
 
 from commonio.atomic import write_text
-from layercard import data
-from layercard.config import BuildConfig, config_from_args
+from layercard.config import BuildConfig
 from layercard.measure import collect_statistics
-from layercard.models import find_blocks, load_model, site_module
+from layercard.models import find_blocks, site_module
 from layercard.statistics import best_correction
 from layercard.training import dev_loss
-from probe_features import task_parser
+from probe_features import feature_inputs, task_parser
 
 GRID = tuple(10.0 ** (k / 2) for k in range(-8, 1))  # relative weight change 1e-4 .. 1
 
@@ -89,19 +88,9 @@ def main() -> None:
     parser.add_argument("--dev-batches", type=int, default=2,
                         help="dev batches each point is scored on (the first ones)")
     args = parser.parse_args()
-    for name in args.tasks:
-        config = config_from_args(BuildConfig, args, task=name)
-        task = data.load_task(name, seed=config.seed)
-        path = args.out / "features" / f"{task.name}-correction.json"
-        if path.exists():
-            continue
-        loaded = load_model(config.model)
-        shape = {"kind": task.kind, "max_length": config.max_length,
-                 "batch_size": config.batch_size}
-        train = data.task_batches(task.train[: config.probe_examples], loaded.tokenizer, **shape)
-        dev = data.task_batches(task.dev[: config.probe_dev_examples], loaded.tokenizer, **shape)
-        gains, steps = correction_gains(loaded.model, train, dev[: args.dev_batches], config)
-        record = {"task": task.name, "correction_line": gains, "relative_step": steps,
+    for config, name, path, model, train, dev in feature_inputs(args, "correction"):
+        gains, steps = correction_gains(model, train, dev, config)
+        record = {"task": name, "correction_line": gains, "relative_step": steps,
                   "dev_batches": args.dev_batches}
         write_text(path, json.dumps(record) + "\n")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -131,6 +132,26 @@ def task_parser(doc: str) -> argparse.ArgumentParser:
     parser.set_defaults(probe_steps=30)
     parser.add_argument("--tasks", nargs="+", default=["sentiment", "dialog"])
     return parser
+
+
+def feature_inputs(
+    args: argparse.Namespace, suffix: str
+) -> Iterator[tuple[BuildConfig, str, Path, torch.nn.Module, list[dict], list[dict]]]:
+    """For every task of --tasks whose <out>/features/<task>-<suffix>.json is missing: (build
+    settings, the task's name, that path, the model, the probe training batches, the first
+    --dev-batches dev batches), as the line-evaluating feature scripts need them."""
+    for name in args.tasks:
+        config = config_from_args(BuildConfig, args, task=name)
+        task = data.load_task(name, seed=config.seed)
+        path = args.out / "features" / f"{task.name}-{suffix}.json"
+        if path.exists():
+            continue
+        loaded = load_model(config.model)
+        shape = {"kind": task.kind, "max_length": config.max_length,
+                 "batch_size": config.batch_size}
+        train = data.task_batches(task.train[: config.probe_examples], loaded.tokenizer, **shape)
+        dev = data.task_batches(task.dev[: config.probe_dev_examples], loaded.tokenizer, **shape)
+        yield config, task.name, path, loaded.model, train, dev[: args.dev_batches]
 
 
 def main() -> None:

@@ -18,11 +18,10 @@ import torch
 from tqdm import tqdm
 
 from commonio.atomic import write_text
-from layercard import data
-from layercard.config import BuildConfig, config_from_args
-from layercard.models import load_model
+from layercard.config import BuildConfig
+from layercard.models import find_blocks
 from layercard.training import causal_lm_loss, dev_loss, lora_config, lora_training
-from probe_features import task_parser
+from probe_features import feature_inputs, task_parser
 
 
 def line_gains(
@@ -65,19 +64,9 @@ def main() -> None:
     parser.add_argument("--dev-batches", type=int, default=4,
                         help="dev batches each point is scored on (the first ones)")
     args = parser.parse_args()
-    for name in args.tasks:
-        config = config_from_args(BuildConfig, args, task=name)
-        task = data.load_task(name, seed=config.seed)
-        path = args.out / "features" / f"{task.name}-line.json"
-        if path.exists():
-            continue
-        loaded = load_model(config.model)
-        shape = {"kind": task.kind, "max_length": config.max_length,
-                 "batch_size": config.batch_size}
-        train = data.task_batches(task.train[: config.probe_examples], loaded.tokenizer, **shape)
-        dev = data.task_batches(task.dev[: config.probe_dev_examples], loaded.tokenizer, **shape)
-        gains = line_gains(loaded.model, loaded.n_layers, train, dev[: args.dev_batches], config)
-        write_text(path, json.dumps({"task": task.name, "adam_line": gains}) + "\n")
+    for config, name, path, model, train, dev in feature_inputs(args, "line"):
+        gains = line_gains(model, len(find_blocks(model)[1]), train, dev, config)
+        write_text(path, json.dumps({"task": name, "adam_line": gains}) + "\n")
 
 
 if __name__ == "__main__":

@@ -52,6 +52,13 @@ def _options(cls: type) -> list[tuple[tuple[str, ...], Any, dict[str, Any]]]:
     return found
 
 
+# the model and task options of every command that loads them (build, train)
+MODEL_OPTION = option("--model", "smollm2-135m, a local checkpoint directory, or a hub id",
+                      metavar="MODEL")
+TASK_OPTION = option("--task", "sentiment | dialog | FILE.jsonl | FILE.csv | datasets directory",
+                     metavar="TASK")
+
+
 @dataclass(frozen=True)
 class LoraSettings:
     """LoRA hyper-parameters shared by every run that must be comparable (probe, cost, placement).
@@ -85,11 +92,8 @@ class CostSettings:
 class BuildConfig:
     """What to measure and how; the defaults build the smollm2-135m card in minutes on 2 cores."""
 
-    model: str = field(metadata=option(
-        "--model", "smollm2-135m, a local checkpoint directory, or a hub id", metavar="MODEL"))
-    task: str = field(metadata=option(
-        "--task", "sentiment | dialog | FILE.jsonl | FILE.csv | datasets directory",
-        metavar="TASK"))
+    model: str = field(metadata=MODEL_OPTION)
+    task: str = field(metadata=TASK_OPTION)
     probe_examples: int = field(default=256, metadata=option(
         "--probe-examples", "training examples the statistics are measured on", minimum=1))
     batch_size: int = field(default=8, metadata=option(
@@ -145,11 +149,8 @@ def parse_budget(text: str) -> tuple[str, float]:
 class TrainConfig:
     """One LoRA fine-tuning run: where the adapters go, and the settings every strategy shares."""
 
-    model: str = field(metadata=option(
-        "--model", "smollm2-135m, a local checkpoint directory, or a hub id", metavar="MODEL"))
-    task: str = field(metadata=option(
-        "--task", "sentiment | dialog | FILE.jsonl | FILE.csv | datasets directory",
-        metavar="TASK"))
+    model: str = field(metadata=MODEL_OPTION)
+    task: str = field(metadata=TASK_OPTION)
     layers: str = field(default="auto", metadata=option(
         "--layers", "all | auto (the card's placement) | a strategy: first, middle, last, "
         "uniform, random, card, gradnorm, resnorm, kappa (k layers each) | indices "
