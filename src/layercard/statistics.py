@@ -20,6 +20,12 @@ from torch import Tensor
 from layercard import distributed
 from layercard.sites import SiteDiagnostics
 
+# The running sums are float64 whatever `dtype` the statistics are read in: their rounding
+# then no longer depends on the order the batches come in, so a card measured by several
+# processes (each summing its own batches) equals the single-process card to ~1e-12 in the
+# sums. Each batch's product is computed in its inputs' precision (at least float32).
+SUM_DTYPE = torch.float64
+
 # Most rows in one block row of the lower-triangular Σ accumulation (blocks are made equal):
 # blocks of 192-256 rows skip most of the upper triangle and keep each GEMM fast.
 SIGMA_BLOCK = 256
@@ -37,13 +43,22 @@ def _eigvalsh(matrix: Tensor) -> Tensor:
 
 
 def _rows(t: Tensor, width: int, name: str) -> Tensor:
+    """t [n, width], detached, in at least float32 (the precision of one batch's products)."""
     if t.dim() != 2 or t.shape[1] != width:
         raise ValueError(f"{name} must have shape [n, {width}], got {list(t.shape)}")
-    return t
+    return t.detach().to(torch.promote_types(t.dtype, torch.float32))
+
+
+def _add_product(total: Tensor, a: Tensor, b: Tensor) -> None:
+    """total += a @ b, the product in the inputs' precision, the sum in `total`'s."""
+    if a.dtype == total.dtype:
+        total.addmm_(a, b)
+    else:
+        total.add_(a @ b)
 
 
 class InputStats:
-    """Streaming Σ = (1/n) Σ x xᵀ of one input tensor.
+    """Streaming Σ = (1/n) Σ x xᵀ of one input tensor, read (and solved with) in `dtype`.
 
     Several `SiteStats` may share one `InputStats` (q/k/v read the same tensor), so Σ, its
     eigenvalues and its Cholesky factor are computed once per distinct input. Only the lower
@@ -61,7 +76,7 @@ class InputStats:
         edges = [round(i * d_in / n_blocks) for i in range(n_blocks + 1)]
         # (first row, the sum of x xᵀ over the block's rows and columns 0 to its last row)
         self._blocks = [
-            (start, torch.zeros(stop - start, stop, dtype=dtype, device=device))
+            (start, torch.zeros(stop - start, stop, dtype=SUM_DTYPE, device=device))
             for start, stop in itertools.pairwise(edges)
         ]
         self.device = self._blocks[0][1].device
@@ -71,10 +86,9 @@ class InputStats:
 
     def update(self, x: Tensor) -> None:
         """Add the tokens x [n, d_in] to the running sum (its lower triangle)."""
-        x = _rows(x, self.d_in, "x").detach().to(self.dtype)
+        x = _rows(x, self.d_in, "x")
         for start, block in self._blocks:
-            stop = block.shape[1]
-            block.addmm_(x[:, start:stop].T, x[:, :stop])
+            _add_product(block, x[:, start:block.shape[1]].T, x[:, : block.shape[1]])
         self.n += x.shape[0]
         self._eigenvalues = None
         self._factor = None
@@ -84,14 +98,14 @@ class InputStats:
         """Σ, the mean of x xᵀ over the tokens seen so far (a new, exactly symmetric tensor)."""
         if self.n == 0:
             raise ValueError("no tokens were accumulated")
-        sigma = torch.empty(self.d_in, self.d_in, dtype=self.dtype, device=self.device)
+        sigma = torch.empty(self.d_in, self.d_in, dtype=SUM_DTYPE, device=self.device)
         for start, block in self._blocks:
             stop = block.shape[1]
             torch.div(block, self.n, out=sigma[start:stop, :stop])
             diagonal = sigma[start:stop, start:stop]
             diagonal.copy_(diagonal.tril() + diagonal.tril(-1).T)
             sigma[:start, start:stop].copy_(sigma[start:stop, :start].T)
-        return sigma
+        return sigma.to(self.dtype)
 
     @property
     def trace(self) -> float:
@@ -166,19 +180,20 @@ class SiteStats:
         self.inputs = inputs
         self.d_in = d_in
         self.d_out = d_out
-        self.gx_sum = torch.zeros(d_out, d_in, dtype=dtype, device=inputs.device)
+        self.dtype = dtype
+        self.gx_sum = torch.zeros(d_out, d_in, dtype=SUM_DTYPE, device=inputs.device)
         self.g_energy_sum = 0.0
         self.n = 0
 
     def update(self, x: Tensor, g: Tensor) -> None:
         """Add tokens: x [n, d_in] module inputs, g [n, d_out] loss gradients at its output."""
-        x = _rows(x, self.d_in, "x").detach().to(self.gx_sum.dtype)
-        g = _rows(g, self.d_out, "g").detach().to(self.gx_sum.dtype)
+        x, g = _rows(x, self.d_in, "x"), _rows(g, self.d_out, "g")
+        x, g = (t.to(torch.promote_types(x.dtype, g.dtype)) for t in (x, g))
         if x.shape[0] != g.shape[0]:
             raise ValueError(f"x has {x.shape[0]} rows but g has {g.shape[0]}")
         if self.owns_inputs:
             self.inputs.update(x)
-        self.gx_sum.addmm_(g.T, x)
+        _add_product(self.gx_sum, g.T, x)
         self.g_energy_sum += float(g.square().sum(dtype=torch.float64))
         self.n += x.shape[0]
 
@@ -197,7 +212,7 @@ class SiteStats:
     def gx(self) -> Tensor:
         """G = (1/n) Σ g xᵀ, the weight gradient divided by n (d_out × d_in)."""
         self._check()
-        return self.gx_sum / self.n
+        return (self.gx_sum / self.n).to(self.dtype)
 
     @property
     def g_energy(self) -> float:

@@ -27,6 +27,7 @@ from neuraltpp.training import (
     RESULT_FILE,
     TrainConfig,
     TrainResult,
+    accelerator,
     check_inputs,
     load_checkpoint,
     train,
@@ -170,7 +171,9 @@ def train_run(
     """Check ``out`` and the inputs, write ``run.json``, train into ``out`` and score the best
     model on the test split (``test_metrics.json``); ``on_trained`` sees the training result
     before that. Nothing is written before the inputs are checked; an overwritten run is
-    trained beside ``out`` and swapped in only when complete, so a failure leaves it intact."""
+    trained beside ``out`` and swapped in only when complete, so a failure leaves it intact.
+    Under several processes (``accelerate launch``) all train and only the main one writes,
+    scores the test split and calls ``on_trained``; the others return without test metrics."""
     replace = _check_run_dir(config)
     splits = load_splits(config.data, seed=config.data_seed, time_scale=config.time_scale)
     train_ds = select_split(splits, "train", config.data, "data")
@@ -181,18 +184,22 @@ def train_run(
     dev_ds = select_split(splits, "dev", config.data, "data")
     check_inputs(config.train, train_ds, dev_ds, config.out, config.resume)
     test_ds = splits["test"] if len(splits.get("test", ())) else None
+    acc = accelerator()
+    acc.wait_for_everyone()  # every process has checked `out` before the main one writes
+    main = acc.is_main_process
 
     def fill(run_dir: Path) -> TrainRunResult:
-        write_json(_run_record(config, train_ds, dev_ds), run_dir / RUN_FILE)
+        if main:
+            write_json(_run_record(config, train_ds, dev_ds), run_dir / RUN_FILE)
         trained = train(
             config.train, train_ds, dev_ds, run_dir, resume=config.resume, progress=progress
         )
         trained = dataclasses.replace(
             trained, out_dir=config.out, best_checkpoint=config.out / BEST_CHECKPOINT
         )
-        if on_trained is not None:
+        if main and on_trained is not None:
             on_trained(trained)
-        if test_ds is None:
+        if test_ds is None or not main:
             return TrainRunResult(trained, config.out / RUN_FILE, None, None)
         metrics = evaluate(trained.model, test_ds, config.train.likelihood, progress=progress)
         best = str(trained.best_checkpoint)
@@ -201,7 +208,7 @@ def train_run(
             trained, config.out / RUN_FILE, metrics, config.out / TEST_METRICS_FILE
         )
 
-    if not replace:
+    if not (replace and main):  # the other processes never write: their run_dir is unused
         return fill(config.out)
     done: list[TrainRunResult] = []
     replace_dir(config.out, lambda staging: done.append(fill(staging)))

@@ -12,10 +12,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, gather_object
 from tqdm import tqdm
 
 from commonio.atomic import atomic_write
-from neuraltpp.data.batching import batches
+from neuraltpp.data.batching import batch_indices, pad_sequences
 from neuraltpp.data.containers import EventDataset
 from neuraltpp.likelihood import (
     LikelihoodOptions,
@@ -181,82 +183,131 @@ def epoch_batch_seed(seed: int, epoch: int) -> int:
     return (seed * 1_000_003 + epoch) % 2**31
 
 
-def batch_loss(
+def loss_sums(
     model: TPPModel, batch: Any, config: TrainConfig, *, seed: int = 0
-) -> tuple[torch.Tensor, float, int]:
-    """Loss of one batch; returns (loss, summed log-likelihood, number of scored events).
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sums a batch's loss is made of: ([LL, type cross-entropy, squared gap error],
+    [scored events, predicted events]). Sums rather than means, so that processes holding
+    parts of one batch can be normalised by the whole batch's counts (`combine_loss`).
 
-    ``seed`` seeds the Monte Carlo compensator points (unused with Gauss-Legendre).
+    ``seed`` seeds the Monte Carlo compensator points (unused with Gauss-Legendre). The heads'
+    terms are over events 1..n-1, predicted from the state after the previous event.
     """
     h = model.hidden(batch)
     ll = log_likelihood(model, batch, config.likelihood, seed=seed, h=h)
-    loss = -ll.total / max(ll.n_events, 1)
-    if config.type_loss_weight > 0 or config.gap_loss_weight > 0:
-        loss = loss + auxiliary_loss(model, batch, h, config)
-    return loss, float(ll.total.detach()), ll.n_events
-
-
-def auxiliary_loss(
-    model: TPPModel, batch: Any, h: torch.Tensor, config: TrainConfig
-) -> torch.Tensor:
-    """Type cross-entropy and squared gap error of the heads on h_j predicting event j+1,
-    averaged over the predicted events."""
-    h = h[:, :-1]
+    zero = ll.total.new_zeros(())
+    ce, se = zero, zero
     target_mask = batch.mask[:, 1:]
-    n = target_mask.sum().clamp(min=1)
-    loss = h.new_zeros(())
     if config.type_loss_weight > 0:
-        logits = model.type_logits(h)
+        logits = model.type_logits(h[:, :-1])
         ce = torch.nn.functional.cross_entropy(
             logits.transpose(1, 2), batch.types[:, 1:], reduction="none"
         )
-        loss = loss + config.type_loss_weight * (ce * target_mask).sum() / n
+        ce = (ce * target_mask).sum().to(zero.dtype)
     if config.gap_loss_weight > 0:
         gaps = (batch.times[:, 1:] - batch.times[:, :-1]).to(h.dtype)
-        se = (model.gap(h) - gaps) ** 2
-        loss = loss + config.gap_loss_weight * (se * target_mask).sum() / n
-    return loss
+        se = (((model.gap(h[:, :-1]) - gaps) ** 2) * target_mask).sum().to(zero.dtype)
+    counts = torch.tensor([ll.n_events, int(target_mask.sum())], dtype=torch.float64)
+    return torch.stack([ll.total, ce, se]), counts
+
+
+def combine_loss(sums: torch.Tensor, counts: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    """``-LL / n_scored + type_loss_weight * CE + gap_loss_weight * MSE`` from `loss_sums`
+    (the heads' terms averaged over the predicted events)."""
+    n_scored, n_predicted = (max(float(c), 1.0) for c in counts)
+    return (
+        -sums[0] / n_scored
+        + config.type_loss_weight * sums[1] / n_predicted
+        + config.gap_loss_weight * sums[2] / n_predicted
+    )
+
+
+def batch_loss(
+    model: TPPModel, batch: Any, config: TrainConfig, *, seed: int = 0
+) -> tuple[torch.Tensor, float, int]:
+    """Loss of one batch; returns (loss, summed log-likelihood, number of scored events)."""
+    sums, counts = loss_sums(model, batch, config, seed=seed)
+    return combine_loss(sums, counts, config), float(sums[0].detach()), int(counts[0])
+
+
+class _LossSums(torch.nn.Module):
+    """`loss_sums` as a module's forward, so that accelerate's DistributedDataParallel wrapper
+    sees the forward pass and averages the gradients over processes in the backward pass."""
+
+    def __init__(self, model: TPPModel, config: TrainConfig) -> None:
+        super().__init__()
+        self.model = model
+        self.config = config
+
+    def forward(self, batch: Any, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return loss_sums(self.model, batch, self.config, seed=seed)
+
+
+def accelerator() -> Accelerator:
+    """The process group of an ``accelerate launch`` / ``torchrun`` run (CPU, gloo); a single
+    process otherwise. Unused parameters are allowed (a head whose loss weight is 0)."""
+    ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+    return Accelerator(cpu=True, kwargs_handlers=[ddp])
+
+
+def _shard(ds: EventDataset, chunk: np.ndarray, acc: Accelerator) -> tuple[Any, float]:
+    """This process's part of one global batch (every num_processes-th sequence) and its
+    weight: 0 when it has no sequence of its own (it then runs one sequence, unweighted, so
+    every process takes part in the gradient average)."""
+    own = chunk[acc.process_index :: acc.num_processes]
+    weight = 1.0 if len(own) else 0.0
+    return pad_sequences([ds.sequences[i] for i in (own if len(own) else chunk[:1])]), weight
 
 
 def train_epoch(
-    model: TPPModel,
+    module: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     train_ds: EventDataset,
     config: TrainConfig,
     epoch: int,
+    acc: Accelerator,
     *,
     progress: bool = True,
 ) -> tuple[float, float]:
-    """One pass over ``train_ds``; returns (mean loss per batch, LL per event)."""
-    model.train()
-    n_batches = math.ceil(len(train_ds.sequences) / config.batch_size)
-    it = batches(
+    """One pass over ``train_ds`` with ``module``, the `_LossSums` of the model as ``acc``
+    prepared it; returns (mean loss per batch, LL per event).
+
+    Data parallel under several processes: every process draws the same global batches (of
+    ``batch_size`` sequences) and computes the loss sums of its share; the counts are summed
+    over processes first, so each share is normalised by the whole batch and the averaged
+    gradient equals the single-process one (up to float rounding).
+    """
+    module.train()
+    chunks = batch_indices(
         train_ds,
         config.batch_size,
         shuffle=True,
         seed=epoch_batch_seed(config.seed, epoch),
         sort_by_length=config.sort_by_length,
     )
-    bar = tqdm(it, total=n_batches, desc=f"epoch {epoch}", disable=not progress, leave=False)
-    loss_sum, ll_sum, n_events, n_seen = 0.0, 0.0, 0, 0
-    for batch in bar:
+    bar = tqdm(chunks, desc=f"epoch {epoch}", disable=not progress, leave=False)
+    totals = torch.zeros(3, dtype=torch.float64)  # loss, LL, scored events (this process)
+    for step, chunk in enumerate(bar, start=1):
         optimizer.zero_grad(set_to_none=True)
-        seed = (epoch_batch_seed(config.seed, epoch) + n_seen) % 2**31
-        loss, ll, n = batch_loss(model, batch, config, seed=seed)
-        if not torch.isfinite(loss):
-            raise TrainingDiverged(epoch, n_seen + 1, f"training loss {float(loss.detach())}")
-        loss.backward()
+        batch, weight = _shard(train_ds, chunk, acc)
+        seed = (epoch_batch_seed(config.seed, epoch) + step - 1) % 2**31
+        sums, counts = module(batch, seed)
+        sums, counts = sums * weight, counts * weight
+        finite = torch.isfinite(sums.detach()).all()
+        shared = acc.reduce(torch.cat([counts, (~finite).double().reshape(1)]), "sum")
+        if shared[2] > 0:
+            raise TrainingDiverged(epoch, step, "non-finite training loss")
+        loss = combine_loss(sums, shared[:2], config)
+        acc.backward(loss * acc.num_processes)  # DDP averages: the sum of the shares' grads
         if config.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(module.parameters(), config.grad_clip)
         optimizer.step()
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            raise TrainingDiverged(epoch, n_seen + 1, "non-finite parameters after the update")
-        loss_sum += float(loss.detach())
-        ll_sum += ll
-        n_events += n
-        n_seen += 1
-        bar.set_postfix(loss=f"{loss_sum / n_seen:.4f}")
-    return loss_sum / max(n_seen, 1), ll_sum / max(n_events, 1)
+        if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
+            raise TrainingDiverged(epoch, step, "non-finite parameters after the update")
+        totals += torch.stack([loss.detach().double(), sums[0].detach().double(), counts[0]])
+        bar.set_postfix(loss=f"{float(totals[0]) / step:.4f}")
+    loss_sum, ll_sum, n_events = acc.reduce(totals, "sum").tolist()
+    return loss_sum / max(len(chunks), 1), ll_sum / max(n_events, 1)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
@@ -317,15 +368,26 @@ def _save_last(
     num_types: int,
     state: TrainState,
     fingerprint: str,
+    acc: Accelerator,
 ) -> None:
+    """Every process's RNG state (collective: all processes call it), written by the main one."""
+    rng = gather_object([_rng_state()])
+    if not acc.is_main_process:
+        return
     payload = _model_payload(model, config, num_types)
     payload.update(
         optimizer_state=optimizer.state_dict(),
-        rng=_rng_state(),
+        rng=rng,
         state=state.to_dict(),
         data=fingerprint,
     )
     atomic_torch_save(payload, path)
+
+
+def _rng_states(payload: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-process RNG states of a ``last.pt`` (one dict in files of a single process)."""
+    rng = payload["rng"]
+    return [rng] if isinstance(rng, dict) else rng
 
 
 def read_checkpoint(path: Path) -> dict[str, Any]:
@@ -371,16 +433,24 @@ def check_inputs(
             f"checkpoint {path} was written for different train/dev data; use another output "
             "directory, or train without resuming"
         )
+    writers, processes = len(_rng_states(payload)), accelerator().num_processes
+    if writers != processes:
+        raise ValueError(
+            f"checkpoint {path} was written by {writers} process(es) and this run has "
+            f"{processes}; resume it with as many (the batch shares and RNG states are per "
+            "process)"
+        )
     return payload
 
 
 def _restore(
-    payload: dict[str, Any], model: TPPModel, optimizer: torch.optim.Optimizer
+    payload: dict[str, Any], model: TPPModel, optimizer: torch.optim.Optimizer, rank: int
 ) -> TrainState:
-    """Model, optimizer and RNG states from a checked ``last.pt`` payload; its loop state."""
+    """Model, optimizer and this process's RNG states from a checked ``last.pt`` payload; its
+    loop state."""
     model.load_state_dict(payload["model_state"])
     optimizer.load_state_dict(payload["optimizer_state"])
-    _set_rng_state(payload["rng"])
+    _set_rng_state(_rng_states(payload)[rank])
     return TrainState.from_dict(payload["state"])
 
 
@@ -410,35 +480,50 @@ def train(
     batch order depends only on (seed, epoch) and all RNG states are restored. The inputs are
     checked (`check_inputs`) before anything is written; a non-finite loss, parameter or dev
     LL raises `TrainingDiverged`, with ``last.pt`` still holding the last finite epoch.
+
+    Under ``accelerate launch`` (or ``torchrun``) the processes share every batch
+    (`train_epoch`), each scores the whole dev set, and only the main process writes.
     """
     out_dir = Path(out_dir)
+    acc = accelerator()
     resumed = check_inputs(config, train_ds, dev_ds, out_dir, resume)
+    acc.wait_for_everyone()  # every process has read last.pt before the main one rewrites it
+    main = acc.is_main_process
     num_types = train_ds.num_types
     model = make_model(config, num_types)
     optimizer = make_optimizer(config, model)
+    module = acc.prepare_model(_LossSums(model, config))
     state = TrainState()
     fingerprint = data_fingerprint(train_ds, dev_ds)
     last_path, best_path = out_dir / LAST_CHECKPOINT, out_dir / BEST_CHECKPOINT
+    best_state: dict[str, torch.Tensor] | None = None  # None: the best epoch is in best.pt
+
+    def keep_best() -> dict[str, torch.Tensor]:
+        if main:
+            _save_best(best_path, model, config, num_types, state)
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     if resumed is not None:
-        state = _restore(resumed, model, optimizer)
+        state = _restore(resumed, model, optimizer, acc.process_index)
     else:
         seed_everything(config.seed)
         dev = dataset_log_likelihood(model, dev_ds, config.likelihood, config.eval_batch_size)
         state.history.append(EpochRecord(0, None, None, dev.ll_per_event, dev.n_events))
         state.best_dev_ll_per_event = dev.ll_per_event
-        _save_best(best_path, model, config, num_types, state)
-        _save_last(last_path, model, optimizer, config, num_types, state, fingerprint)
+        best_state = keep_best()
+        _save_last(last_path, model, optimizer, config, num_types, state, fingerprint, acc)
 
     bar = tqdm(
         total=config.epochs,
         initial=min(state.epoch, config.epochs),
         desc=f"train {config.model}",
-        disable=not progress,
+        disable=not (progress and main),
     )
     while state.epoch < config.epochs and not state.stopped_early:
         epoch = state.epoch + 1
-        loss, train_ll = train_epoch(model, optimizer, train_ds, config, epoch, progress=progress)
+        loss, train_ll = train_epoch(
+            module, optimizer, train_ds, config, epoch, acc, progress=progress and main
+        )
         dev = dataset_log_likelihood(model, dev_ds, config.likelihood, config.eval_batch_size)
         if not math.isfinite(dev.ll_per_event):
             raise TrainingDiverged(epoch, None, f"dev log-likelihood {dev.ll_per_event}")
@@ -447,13 +532,13 @@ def train(
         if dev.ll_per_event > state.best_dev_ll_per_event:
             state.best_epoch, state.best_dev_ll_per_event = epoch, dev.ll_per_event
             state.bad_epochs = 0
-            _save_best(best_path, model, config, num_types, state)
+            best_state = keep_best()
         else:
             state.bad_epochs += 1
             state.stopped_early = (
                 config.patience is not None and state.bad_epochs >= config.patience
             )
-        _save_last(last_path, model, optimizer, config, num_types, state, fingerprint)
+        _save_last(last_path, model, optimizer, config, num_types, state, fingerprint, acc)
         bar.update(1)
         bar.set_postfix(
             dev_ll=f"{dev.ll_per_event:.4f}",
@@ -461,7 +546,12 @@ def train(
         )
     bar.close()
 
-    best_model, _, _ = load_checkpoint(best_path)
+    if best_state is None:
+        best_model, _, _ = load_checkpoint(best_path)
+    else:
+        best_model = build_model(config.model, num_types, config.model_config)
+        best_model.load_state_dict(best_state)
+        best_model.eval()
     result = TrainResult(
         model=best_model,
         best_epoch=state.best_epoch,
@@ -472,7 +562,8 @@ def train(
         stopped_early=state.stopped_early,
         likelihood_mode=config.likelihood.mode,
     )
-    write_json(result_summary(result, config), out_dir / RESULT_FILE)
+    if main:
+        write_json(result_summary(result, config), out_dir / RESULT_FILE)
     return result
 
 

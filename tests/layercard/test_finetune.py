@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -188,16 +188,11 @@ def test_auto_builds_a_card_once_and_follows_its_placement(tiny_model: Path, tin
 
 
 def test_two_processes_train_data_parallel_and_only_the_main_one_writes(
-    tiny_model: Path, tiny_task: Path, tmp_path: Path
+    tiny_model: Path, tiny_task: Path, tmp_path: Path, launch: Callable
 ) -> None:
     out = tmp_path / "ddp"
-    torchrun = Path(sys.executable).parent / "torchrun"
-    proc = subprocess.run(
-        [str(torchrun), "--nproc_per_node", "2", "-m", "layercard.cli", "train",
-         "--model", str(tiny_model), "--task", str(tiny_task), "--layers", "1",
-         "--out", str(out), *SMALL],
-        capture_output=True, text=True, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+    proc = launch(2, "layercard.cli", "train", "--model", str(tiny_model), "--task",
+                  str(tiny_task), "--layers", "1", "--out", str(out), *SMALL)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.count("layers: 1") == 1  # reported once, by rank 0
     summary = read_summary(out)

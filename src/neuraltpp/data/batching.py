@@ -49,18 +49,17 @@ def pad_sequences(sequences: Sequence[EventSequence]) -> Batch:
     )
 
 
-def batches(
+def batch_indices(
     ds: EventDataset,
     batch_size: int,
     *,
     shuffle: bool,
     seed: int,
     sort_by_length: bool = False,
-) -> Iterator[Batch]:
-    """Yield padded batches; with ``sort_by_length`` sequences of similar length share a batch.
-
-    Order is deterministic given ``seed``: sequences are permuted (if ``shuffle``), optionally
-    stably sorted by length into buckets, and the buckets themselves are permuted (if ``shuffle``).
+) -> list[np.ndarray]:
+    """The sequence indices of each batch, in order; deterministic given ``seed``: sequences
+    are permuted (if ``shuffle``), optionally stably sorted by length into buckets (sequences
+    of similar length share a batch), and the buckets themselves are permuted (if ``shuffle``).
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -72,5 +71,19 @@ def batches(
     chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if shuffle and sort_by_length:
         chunks = [chunks[i] for i in rng.permutation(len(chunks))]
-    for chunk in chunks:
+    return chunks
+
+
+def batches(
+    ds: EventDataset,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    seed: int,
+    sort_by_length: bool = False,
+) -> Iterator[Batch]:
+    """Yield the padded batches of `batch_indices`."""
+    for chunk in batch_indices(
+        ds, batch_size, shuffle=shuffle, seed=seed, sort_by_length=sort_by_length
+    ):
         yield pad_sequences([ds.sequences[i] for i in chunk])
