@@ -468,10 +468,11 @@ def measure(
     """Measure a frozen model on probe batches: per-site diagnostics and layer coupling.
 
     `batches` (iterated several times) hold input_ids, attention_mask and labels (-100 on prompt
-    and padding). Statistics accumulate in `dtype`; per-site memory is freed site by site. With
-    `layer_groups` > 1 the layers are measured group by group (top first): only one group's
-    statistics and activations are in memory, for one extra forward through the layers below
-    each group; the numbers are those of one group up to float rounding.
+    and padding). Statistics are summed in float64 and read in `dtype`; per-site memory is
+    freed site by site. With `layer_groups` > 1 the layers are measured group by group (top
+    first): only one group's statistics and activations are in memory, for one extra forward
+    through the layers below each group; the numbers are those of one group up to float
+    rounding.
     """
     if coupling_examples < 1:
         raise ValueError(f"coupling_examples must be >= 1, got {coupling_examples}")
