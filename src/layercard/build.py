@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import os
 import platform
+import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy
@@ -15,7 +16,7 @@ import torch
 import transformers
 
 import layercard
-from layercard import data, distributed
+from layercard import data, distributed, memory
 from layercard.config import BuildConfig, BuildConfigError
 from layercard.cost import lora_param_counts, measure_cost
 from layercard.measure import Measurements, measure
@@ -198,6 +199,15 @@ def build_card(
     measure_batches = data.measurement_batches(
         probe_examples, loaded.tokenizer, head=config.coupling_examples, **shape
     )
+    if config.memory_budget > 0:
+        try:
+            groups, needed = memory.groups_for_budget(loaded.model, config.memory_budget)
+        except ValueError as exc:
+            raise BuildConfigError(f"--memory-budget: {exc}") from exc
+        config = replace(config, layer_groups=groups)
+        if config.progress:
+            print(f"layer groups: {groups} (statistics {needed / memory.GIB:.3g} GiB per group "
+                  f"at most; --memory-budget {config.memory_budget:g})", file=sys.stderr)
     if config.layer_groups > loaded.n_layers:
         raise BuildConfigError(
             f"--layer-groups must be at most the model's {loaded.n_layers} layers, "

@@ -112,6 +112,11 @@ class BuildConfig:
         "--layer-groups", "measure the layers in N contiguous groups, one after the other: "
         "memory holds one group's statistics and activations, time grows by a forward through "
         "the layers below each group; the numbers do not change", minimum=1))
+    memory_budget: float = field(default=0.0, metadata=option(
+        "--memory-budget", "if > 0: GiB for the statistics of one layer group; replaces "
+        "--layer-groups with the fewest groups whose largest group's statistics (the float64 "
+        "sums of G and Σ, counted exactly from the module shapes) fit. The weights and "
+        "activations come on top", metavar="GIB", minimum=0))
     probe_steps: int = field(default=0, metadata=option(
         "--probe-steps", "if > 0: a LoRA run of this many steps per single layer, recording the "
         "dev-loss drop and its Spearman correlation with the prediction", minimum=0))

@@ -49,6 +49,17 @@ def _rows(t: Tensor, width: int, name: str) -> Tensor:
     return t.detach().to(torch.promote_types(t.dtype, torch.float32))
 
 
+def _sigma_edges(d_in: int) -> list[int]:
+    """Row edges of Σ's block rows: near-equal blocks of at most `SIGMA_BLOCK` rows."""
+    n_blocks = math.ceil(d_in / SIGMA_BLOCK)
+    return [round(i * d_in / n_blocks) for i in range(n_blocks + 1)]
+
+
+def sigma_entries(d_in: int) -> int:
+    """Entries `InputStats` keeps for a d_in-wide input: block row i holds columns 0..its end."""
+    return sum((stop - start) * stop for start, stop in itertools.pairwise(_sigma_edges(d_in)))
+
+
 def _add_product(total: Tensor, a: Tensor, b: Tensor) -> None:
     """total += a @ b, the product in the inputs' precision, the sum in `total`'s."""
     if a.dtype == total.dtype:
@@ -72,8 +83,7 @@ class InputStats:
     ) -> None:
         self.d_in = d_in
         self.dtype = dtype
-        n_blocks = math.ceil(d_in / SIGMA_BLOCK)
-        edges = [round(i * d_in / n_blocks) for i in range(n_blocks + 1)]
+        edges = _sigma_edges(d_in)
         # (first row, the sum of x xᵀ over the block's rows and columns 0 to its last row)
         self._blocks = [
             (start, torch.zeros(stop - start, stop, dtype=SUM_DTYPE, device=device))
@@ -106,6 +116,11 @@ class InputStats:
             diagonal.copy_(diagonal.tril() + diagonal.tril(-1).T)
             sigma[:start, start:stop].copy_(sigma[start:stop, :start].T)
         return sigma.to(self.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the running sum (`memory.statistics_bytes` counts the same)."""
+        return sum(block.nbytes for _, block in self._blocks)
 
     @property
     def trace(self) -> float:
@@ -213,6 +228,11 @@ class SiteStats:
         """G = (1/n) Σ g xᵀ, the weight gradient divided by n (d_out × d_in)."""
         self._check()
         return (self.gx_sum / self.n).to(self.dtype)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the G sum (Σ's are its `InputStats`', possibly shared)."""
+        return self.gx_sum.nbytes
 
     @property
     def g_energy(self) -> float:

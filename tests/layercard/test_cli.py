@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 from scipy.stats import spearmanr
+from transformers import AutoModelForCausalLM
 
 from layercard.cli import main, make_parser
 from layercard.codec import read_card
 from layercard.config import BuildConfig, CostSettings, config_from_args
 from layercard.decide import greedy_order
+from layercard.memory import GIB, group_bytes
 from layercard.schema import SCHEMA
 
 Launch = Callable[..., subprocess.CompletedProcess]  # the `launch` fixture (conftest)
@@ -337,6 +339,28 @@ def test_a_long_row_anywhere_in_the_task_is_an_error(
     err = capsys.readouterr().err
     assert "long.jsonl:81" in err and "max_length=32" in err
     assert not out.exists()
+
+
+def test_memory_budget_picks_the_layer_groups_or_names_the_option(
+    tiny_model: Path, tiny_task: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    per_layer = group_bytes(model, N_LAYERS) / GIB
+    small = tmp_path / "small"
+    assert main(_build_args(tiny_model, tiny_task, small, "--memory-budget", "1e-9")) == 2
+    err = capsys.readouterr().err
+    assert "error: --memory-budget: the statistics of one layer take" in err  # after loading
+    assert err.count("error:") == 1
+    assert not small.exists()
+    fast = [*FAST, "--probe-steps", "0", "--no-cost"]
+    budget = ["--memory-budget", repr(per_layer * 1.5)]  # one layer fits, two do not
+    assert main(_build_args(tiny_model, tiny_task, tmp_path / "fit", *fast, *budget)) == 0
+    assert "layer groups" not in capsys.readouterr().err  # --quiet
+    fast.remove("--quiet")
+    assert main(_build_args(tiny_model, tiny_task, tmp_path / "told", *fast, *budget)) == 0
+    assert f"layer groups: {N_LAYERS} (statistics" in capsys.readouterr().err
+    a, b = read_card(tmp_path / "fit" / "card.json"), read_card(tmp_path / "told" / "card.json")
+    assert [x.resnorm2 for x in a.sites] == [x.resnorm2 for x in b.sites]
 
 
 def test_a_two_process_build_gives_the_single_process_card(
