@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import resource
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from peft import LoraConfig
 from tqdm import tqdm
 
 from commonio.atomic import atomic_write, write_text
+from commonio.process import peak_rss_bytes
 from layercard import data
 from layercard.build import build_card, library_versions, machine_info
 from layercard.config import BuildConfig, add_config_arguments, config_from_args
@@ -94,22 +94,10 @@ def _config(args: argparse.Namespace, layer_groups: int = 1, cost: bool = False)
     return replace(args.config, layer_groups=layer_groups, cost=cost)
 
 
-def _peak_rss_bytes() -> int:
-    """Peak RSS of this process since it started its program: VmHWM on Linux. Not ru_maxrss:
-    Linux carries the spawning parent's peak over exec into it, so a child started by a parent
-    that had trained LoRA reported the parent's peak."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # kB
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # macOS: bytes
-
-
 def _child_build(args: argparse.Namespace) -> None:
     """Build the card (no probes) and print its stage times and peak RSS as JSON."""
     card = build_card(_config(args, args.group_settings[0], cost=args.child_cost))
-    print(json.dumps({"stages": card.timings.stages, "peak_rss_bytes": _peak_rss_bytes()}))
+    print(json.dumps({"stages": card.timings.stages, "peak_rss_bytes": peak_rss_bytes()}))
 
 
 def _card_in_child(args: argparse.Namespace, layer_groups: int, cost: bool) -> CardBuild:

@@ -118,7 +118,8 @@ def one_run(args: argparse.Namespace, task: str, strategy: str, k: int, seed: in
         "task": task, "strategy": strategy, "k": k, "seed": seed, "card_task": card_task,
         "layers": summary["choice"]["layers"], "modules": summary["choice"]["modules"],
         "trainable_params": summary["trainable_params"], "steps": summary["steps"],
-        "train_seconds": summary["train_seconds"], "peak_memory_bytes":
+        "train_seconds": summary["train_seconds"],
+        "train_cpu_seconds": summary.get("train_cpu_seconds"), "peak_memory_bytes":
         summary["peak_memory_bytes"], "memory_method": summary["memory_method"],
         "test": _scores(work, args, task, "test"),
         "dev": _scores(work, args, task, "dev", examples=args.dev_examples),

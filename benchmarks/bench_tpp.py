@@ -32,7 +32,6 @@ import dataclasses
 import json
 import os
 import platform
-import resource
 import tempfile
 import time
 import warnings
@@ -46,6 +45,7 @@ import torch
 from tqdm import tqdm
 
 import neuraltpp
+from commonio.process import peak_rss_bytes, reset_peak_rss, rss_bytes
 from commonio.wheels import FetchError
 from neuraltpp import hawkes
 from neuraltpp.builtin import BUILTIN_DATASETS, load_splits
@@ -184,30 +184,6 @@ def mean_squared_gap(ds: EventDataset) -> float:
     return float(np.mean(gaps**2)) if gaps.size else 1.0
 
 
-def _rss_bytes(key: str) -> int | None:
-    """A /proc/self/status memory line (VmRSS, VmHWM) in bytes; None off Linux."""
-    try:
-        lines = Path("/proc/self/status").read_text().splitlines()
-    except OSError:
-        return None
-    return next((int(line.split()[1]) * 1024 for line in lines if line.startswith(key)), None)
-
-
-def reset_peak_rss() -> str:
-    """Reset the process's peak-RSS mark where Linux allows it; the method label of the peak."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return "ru_maxrss: peak RSS of the process since it started (not reset per run)"
-    return "VmHWM: peak RSS of the process during the run (reset before it)"
-
-
-def peak_rss_bytes() -> int:
-    """The process's peak resident set size (VmHWM, else ru_maxrss)."""
-    peak = _rss_bytes("VmHWM:")
-    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
 def _params_dict(params: HawkesParams) -> dict[str, Any]:
     return {"mu": params.mu.tolist(), "alpha": params.alpha.tolist(), "beta": params.beta}
 
@@ -216,7 +192,7 @@ def run_once(spec: RunSpec, data: Data, train_ds: EventDataset, settings: Settin
              gap_weight: float) -> RunRecord:
     """Train or fit one run, score it on the test split and measure its cost."""
     test, options = data.splits["test"], settings.likelihood
-    rss_start = _rss_bytes("VmRSS:") or 0
+    rss_start = rss_bytes("VmRSS:") or 0
     method = reset_peak_rss()
     extra: dict[str, Any] = {}
     start = time.perf_counter()

@@ -42,6 +42,11 @@ def _label(r: dict) -> str:
     return f"{name}{size}" + ("" if r["card_task"] == r["task"] else f" (card of {r['card_task']})")
 
 
+def _mean_or_nan(values: list[float | None]) -> float:
+    """Mean of values a run recorded; NaN if one did not (runs from before it was recorded)."""
+    return math.nan if None in values else float(np.mean(values))
+
+
 def _summary(group: list[dict], base: dict) -> dict:
     values = [metric(r, base) for r in group]
     mean = float(np.mean(values))
@@ -53,6 +58,7 @@ def _summary(group: list[dict], base: dict) -> dict:
         "test_loss": float(np.mean([r["test"]["loss"] for r in group])),
         "dev_loss": float(np.mean([r["dev"]["loss"] for r in group])),
         "train_seconds": float(np.mean([r["train_seconds"] for r in group])),
+        "train_cpu_seconds": _mean_or_nan([r.get("train_cpu_seconds") for r in group]),
         "peak_memory_bytes": max(r["peak_memory_bytes"] for r in group),
         "trainable_params": group[0]["trainable_params"], "layers": group[0]["layers"],
     }
@@ -127,16 +133,21 @@ def _plot(report: dict, path: Path) -> None:
 def _markdown(reports: list[dict]) -> str:
     lines = ["# Placement benchmark: card-guided LoRA vs all layers, fixed strategies, KappaTune",
              "", "Identical LoRA config in every run; metric: test accuracy (sentiment) or "
-             "test-loss improvement over the base model (dialog). Mean ± std over seeds.", ""]
+             "test-loss improvement over the base model (dialog). Mean ± std over seeds. Train s: "
+             "wall time (Trainer's train_runtime; other processes sharing the cores lengthen "
+             "it); CPU s: the process's CPU time in training (one thread; barely changed by "
+             "them; n/a for runs from before it was recorded). The time targets use the wall "
+             "time.", ""]
     for rep in reports:
         lines += [f"## {rep['task']}", "", "| strategy | seeds | metric | test loss | dev loss "
-                  "| train s | peak MiB | params | layers (first seed) |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "| train s | CPU s | peak MiB | params | layers (first seed) |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for s in rep["rows"]:
             std = "" if math.isnan(s["std"]) else f" ± {s['std']:.4f}"
+            cpu = "n/a" if math.isnan(s["train_cpu_seconds"]) else f"{s['train_cpu_seconds']:.0f}"
             lines.append(
                 f"| {s['label']} | {len(s['seeds'])} | {s['mean']:.4f}{std} | {s['test_loss']:.4f}"
-                f" | {s['dev_loss']:.4f} | {s['train_seconds']:.0f} | "
+                f" | {s['dev_loss']:.4f} | {s['train_seconds']:.0f} | {cpu} | "
                 f"{s['peak_memory_bytes'] / 2**20:.0f} | {s['trainable_params']} | "
                 f"{','.join(map(str, s['layers']))} |")
         lines.append("")

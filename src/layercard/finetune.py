@@ -16,6 +16,7 @@ import json
 import os
 import resource
 import sys
+import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -86,6 +87,9 @@ class TrainSummary:
     memory_method: str  # "cuda-max-allocated" | "process-max-rss"
     train_losses: list[float]
     card_seconds: float | None  # the card build auto did itself, if any
+    # this process's CPU time (all its threads) in that invocation's trainer.train: unlike the
+    # wall time, barely changed by other processes sharing the machine's cores
+    train_cpu_seconds: float | None = None
 
 
 def _card(config: TrainConfig, loaded: LoadedModel, out: Path) -> tuple[Card, float | None]:
@@ -226,7 +230,9 @@ def train(config: TrainConfig, out: str | Path) -> TrainSummary:
     if not config.progress:
         trainer.remove_callback(PrinterCallback)  # it prints every log line
     resume = resuming and any((out / "checkpoints").glob("checkpoint-*"))
+    cpu_start = time.process_time()
     result = trainer.train(resume_from_checkpoint=True if resume else None)
+    cpu_seconds = time.process_time() - cpu_start
     main = trainer.is_world_process_zero()  # in a multi-process run only it writes files
     if main:
         model.save_pretrained(out / "adapter")
@@ -237,7 +243,7 @@ def train(config: TrainConfig, out: str | Path) -> TrainSummary:
         steps=result.global_step, train_seconds=float(result.metrics["train_runtime"]),
         resumed=bool(resume), peak_memory_bytes=memory, memory_method=method,
         train_losses=[e["loss"] for e in trainer.state.log_history if "loss" in e],
-        card_seconds=card_seconds,
+        card_seconds=card_seconds, train_cpu_seconds=cpu_seconds,
     )
     if main:
         write_text(out / "train.json", json.dumps(asdict(summary), indent=2) + "\n")
