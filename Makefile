@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup fetch demo test lint bench-card bench-probes bench-tpp bench-placement clean
+.PHONY: setup fetch demo test lint bench-card bench-probes bench-tpp bench-placement bench-scale clean
 
 setup: $(STAMP)
 
@@ -53,6 +53,10 @@ bench-tpp: setup
 
 # Card-guided LoRA vs all layers, fixed strategies and KappaTune (resumable: rerun to continue;
 # BENCH_ARGS="--max-runs 5" for a sitting's worth).
+# Card measurement time and memory against model size, fitted and extrapolated (resumable).
+bench-scale: fetch
+	$(BIN)/python benchmarks/bench_scale.py --out benchmarks/results/scale
+
 bench-placement: fetch
 	$(BIN)/python benchmarks/bench_placement.py --out benchmarks/results/placement $(BENCH_ARGS)
 

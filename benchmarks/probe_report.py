@@ -28,6 +28,8 @@ from layercard.config import LoraSettings
 from layercard.decide import predicted_gain
 from layercard.schema import Card
 
+# steps (0-based) at which the probes' training loss is ranked against their final gain
+TRAJECTORY_STEPS = (1, 2, 4, 6, 8, 12, 16, 20, 29)
 CARD_QUANTITIES = ("predicted_gain", "resnorm2", "resnorm2_rank", "rel_resnorm", "grad_norm",
                    "max_condition_number", "max_noise_amplification")
 
@@ -141,6 +143,11 @@ def task_report(out: Path, task: str, steps: int, seeds: list[int]) -> dict:
         "spearman": _spearman([single[(i, first)]["gain"] for i in both],
                               [long_runs[i]["gain"] for i in both]),
     }
+    # a shorter probe is the probe's own first steps: how its training loss ranks the layers
+    report["trajectory"] = {
+        step: _spearman([-single[(i, first)]["train_losses"][step] for i in layers], gains)
+        for step in TRAJECTORY_STEPS if step < steps
+    }
     sets = [r for r in runs if len(r["layers"]) > 1]
     rho = np.array(card.coupling.matrix, dtype=np.float64)
     report["sets"] = {
@@ -207,6 +214,14 @@ def to_markdown(result: dict) -> str:
             f"({len(t['long']['layers'])} layers, {t['long']['steps']} steps) | "
             f"{len(t['sets']['layers'])} |"
         )
+    lines += ["", "Shorter probes: Spearman of the probes' training loss after step t (its "
+              "negative: lower is better; every layer sees the same batches) with their final "
+              "dev-loss drop. A probe of t steps costs t/" + str(result["steps"]) + " of one.",
+              "", "| task | " + " | ".join(f"t = {t}" for t in tasks[0]["trajectory"]) + " |",
+              "|---|" + "---|" * len(tasks[0]["trajectory"])]
+    for t in tasks:
+        lines.append(f"| {t['task']} | "
+                     + " | ".join(f"{v:+.2f}" for v in t["trajectory"].values()) + " |")
     head = result["headline"]
     lines += [
         "",
