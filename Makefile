@@ -49,6 +49,8 @@ bench-probes: fetch
 bench-tpp: setup
 	$(BIN)/neuraltpp fetch
 	$(BIN)/python benchmarks/bench_tpp.py --out benchmarks/results/tpp $(BENCH_ARGS)
+	$(BIN)/python benchmarks/easytpp_peer.py --out benchmarks/results/tpp/easytpp
+	$(BIN)/python benchmarks/bench_tpp_scaling.py --out benchmarks/results/tpp-scaling
 	$(BIN)/python benchmarks/tpp_report.py --out benchmarks/results/tpp
 
 # Card-guided LoRA vs all layers, fixed strategies and KappaTune (resumable: rerun to continue;
