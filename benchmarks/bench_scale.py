@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
 from commonio.atomic import write_text
 from commonio.process import peak_rss_bytes, rss_bytes
@@ -49,6 +49,7 @@ from layercard.build import library_versions, machine_info
 from layercard.measure import measure
 from layercard.memory import GIB, input_sharing, statistics_bytes
 from layercard.models import adaptable_sites, load_model
+from layercard.resources import qwen_coder_gguf
 from layercard.sites import Site
 
 VOCAB = 49_152  # SmolLM2's
@@ -90,6 +91,10 @@ TARGETS = [
 ]
 
 
+# pretrained models a run can load instead of random weights: name in the run key
+PRETRAINED = {"smollm2-135m": "smollm2", "qwen2.5-coder-0.5b": "qwen2.5-coder"}
+
+
 @dataclass(frozen=True)
 class Run:
     """One measurement: a model shape at a probe-example count; `group` says what it is for."""
@@ -97,15 +102,25 @@ class Run:
     shape: Shape
     probe_examples: int
     group: str  # "width", "depth", "tokens" (fit on width+depth, check on tokens and real)
-    real: bool = False  # SmolLM2-135M's weights instead of random ones
+    weights: str = ""  # a PRETRAINED model's weights instead of random ones
 
     @property
     def key(self) -> str:
-        return f"{'smollm2' if self.real else self.shape.name}-n{self.probe_examples}"
+        return f"{PRETRAINED.get(self.weights, self.shape.name)}-n{self.probe_examples}"
 
 
-def plan(probe_examples: int, quick: bool) -> list[Run]:
-    """The runs, cheapest first within each scan."""
+def load_weights(name: str) -> torch.nn.Module:
+    """A PRETRAINED model, frozen, in float32."""
+    if name == "smollm2-135m":
+        return load_model(name).model
+    path = qwen_coder_gguf()
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                 dtype=torch.float32)
+    return model.eval().requires_grad_(False)
+
+
+def plan(probe_examples: int, quick: bool, qwen: bool) -> list[Run]:
+    """The runs, cheapest first within each scan; `qwen` adds the optional Qwen2.5-Coder-0.5B."""
     if quick:
         return [Run(smollm2_layout(192, 2), 8, "width"), Run(smollm2_layout(384, 2), 8, "width"),
                 Run(smollm2_layout(192, 4), 8, "depth"), Run(smollm2_layout(192, 2), 16, "tokens")]
@@ -113,7 +128,9 @@ def plan(probe_examples: int, quick: bool) -> list[Run]:
     runs = [Run(smollm2_layout(w, 8), n, "width") for w in (192, 384, 576, 768, 960)]
     runs += [Run(smollm2_layout(576, d), n, "depth") for d in (4, 16)]
     runs += [Run(smollm2_layout(576, 8), m, "tokens") for m in (n // 2, 2 * n)]
-    runs.append(Run(TARGETS[0], n, "real", real=True))
+    runs.append(Run(TARGETS[0], n, "real", weights="smollm2-135m"))
+    if qwen:
+        runs.append(Run(TARGETS[1], n, "real", weights="qwen2.5-coder-0.5b"))
     return runs
 
 
@@ -131,8 +148,8 @@ def block_params(sites: list[Site]) -> int:
 
 def run_one(run: Run, examples: list, tokenizer: Any, settings: dict[str, Any]) -> dict[str, Any]:
     """Measure one model; returns its record (time, memory, features)."""
-    if run.real:
-        model = load_model("smollm2-135m").model
+    if run.weights:
+        model = load_weights(run.weights)
     else:
         torch.manual_seed(0)
         model = LlamaForCausalLM(run.shape.config()).eval().requires_grad_(False)
@@ -145,17 +162,19 @@ def run_one(run: Run, examples: list, tokenizer: Any, settings: dict[str, Any]) 
     )  # fmt: skip
     gc.collect()
     start_rss = rss_bytes() or 0
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     measured = measure(model, batches, rank=settings["rank"], ridge_eps=1e-3,
                        coupling_examples=settings["coupling_examples"], progress=False)
     seconds = time.perf_counter() - start
+    cpu_seconds = time.process_time() - cpu_start  # barely changed by other processes
     peak = peak_rss_bytes()
     record = {
-        "key": run.key, "group": run.group, "real": run.real, "shape": asdict(run.shape),
+        "key": run.key, "group": run.group, "weights": run.weights, "shape": asdict(run.shape),
         "probe_examples": run.probe_examples, "n_probe_tokens": measured.n_probe_tokens,
         "tokens_per_batch": max(int(b["input_ids"].numel()) for b in batches),
         "block_params": block_params(sites), "algebra_flops": algebra_flops(sites, sharing),
         "statistics_bytes": statistics_bytes(sites, sharing), "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "start_rss_bytes": start_rss, "peak_above_start_bytes": peak - start_rss,
     }  # fmt: skip
     del model, measured
@@ -202,8 +221,9 @@ def report(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> No
              f"Machine: {meta['machine']}; versions "
              + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
              f"Settings: {meta['settings']}. One layer group; SmolLM2's tokenizer on the "
-             "sentiment task; random Llama models in SmolLM2's layout except `smollm2` (its "
-             "weights).", ""]  # fmt: skip
+             "sentiment task; random Llama models in SmolLM2's layout except the pretrained "
+             "ones (`smollm2`, `qwen2.5-coder`: their weights, dequantized to float32).",
+             ""]  # fmt: skip
     lines += ["| run | for | width | layers | probe tokens | block params | statistics GiB | "
               "s | peak above start GiB |", "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
@@ -229,8 +249,8 @@ def report(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> No
                   f"time ≈ {a:.3g} s·(probe tokens × block params) + {b:.3g} s·(dense algebra "
                   f"flops) + {c:.3g} s; memory above start ≈ statistics + {k:.3g} B·(tokens per "
                   f"batch × layers × width) + {m / GIB:.3g} GiB.", "",
-                  "| run | for | s measured | s fitted | error | GiB measured | GiB fitted | "
-                  "error |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+                  "| run | for | s measured (CPU s) | s fitted | error (vs CPU s) | GiB measured "
+                  "| GiB fitted | error |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         errors: dict[str, list[float]] = {"fit": [], "check": []}
         for r in records:
             t, mem = time_of(r), memory_of(r)
@@ -238,9 +258,12 @@ def report(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> No
             em = mem / r["peak_above_start_bytes"] - 1 if r["peak_above_start_bytes"] else np.nan
             errors["fit" if r in fit_rows else "check"].append(abs(et))
             r["fitted"] = {"seconds": t, "peak_above_start_bytes": mem}
-            lines.append(f"| {r['key']} | {r['group']} | {r['seconds']:.1f} | {t:.1f} | "
-                         f"{et:+.0%} | {r['peak_above_start_bytes'] / GIB:.3f} | "
-                         f"{mem / GIB:.3f} | {em:+.0%} |")
+            cpu = r.get("cpu_seconds")  # recorded from the Qwen run on
+            measured = f"{r['seconds']:.1f}" + ("" if cpu is None else f" ({cpu:.1f})")
+            error = f"{et:+.0%}" + ("" if cpu is None else f" ({t / cpu - 1:+.0%})")
+            lines.append(f"| {r['key']} | {r['group']} | {measured} | {t:.1f} | {error} | "
+                         f"{r['peak_above_start_bytes'] / GIB:.3f} | {mem / GIB:.3f} | "
+                         f"{em:+.0%} |")
         if check_rows:
             worst = max(errors["check"])
             lines += ["", f"Largest time error on the held-out runs: {worst:.0%} "
@@ -255,7 +278,7 @@ def extrapolation(result: dict[str, Any], a: float, b: float, k: float,
                   meta: dict[str, Any]) -> list[str]:
     """Lines of the extrapolation table (and its JSON under result['extrapolation'])."""
     tokens = meta["settings"]["tokens_per_example"] * 256
-    batch_tokens = meta["settings"]["tokens_per_batch"]
+    batch_tokens = max(r["tokens_per_batch"] for r in result["runs"])  # measurement batches
     lines = ["", "## Extrapolated (256 probe examples at SmolLM2's tokens per example)", "",
              "Statistics are counted exactly from the shapes; activations from the memory fit; "
              "time on this machine's CPU cores from the time fit (a GPU divides both terms by "
@@ -314,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--probe-examples", type=int, default=64,
                         help="probe examples of the width and depth runs (default 64)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--qwen", action="store_true",
+                        help="also measure Qwen2.5-Coder-0.5B-Instruct (optional model: 491 MB "
+                        "from six obscure part wheels, never a default), a held-out check")
     parser.add_argument("--quick", action="store_true", help="smoke run with tiny sizes")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the run to measure, in a child
@@ -321,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     loaded = load_model("smollm2-135m")
     task = data.load_task("sentiment", seed=0)
-    runs = plan(args.probe_examples, args.quick)
+    runs = plan(args.probe_examples, args.quick, args.qwen)
     examples = task.train[: max(r.probe_examples for r in runs)]
     batches = data.task_batches(examples, loaded.tokenizer, kind=task.kind, max_length=256,
                                 batch_size=8)
