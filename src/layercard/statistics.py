@@ -106,6 +106,10 @@ class InputStats:
     @property
     def sigma(self) -> Tensor:
         """Σ, the mean of x xᵀ over the tokens seen so far (a new, exactly symmetric tensor)."""
+        return self._mean().to(self.dtype)
+
+    def _mean(self) -> Tensor:
+        """Σ in the sums' float64."""
         if self.n == 0:
             raise ValueError("no tokens were accumulated")
         sigma = torch.empty(self.d_in, self.d_in, dtype=SUM_DTYPE, device=self.device)
@@ -115,7 +119,7 @@ class InputStats:
             diagonal = sigma[start:stop, start:stop]
             diagonal.copy_(diagonal.tril() + diagonal.tril(-1).T)
             sigma[:start, start:stop].copy_(sigma[start:stop, :start].T)
-        return sigma.to(self.dtype)
+        return sigma
 
     @property
     def nbytes(self) -> int:
@@ -152,16 +156,22 @@ class InputStats:
         return self._eigenvalues
 
     def cholesky(self, ridge_eps: float) -> Tensor:
-        """Lower Cholesky factor L of Σ+λI (cached for the last ridge_eps)."""
+        """Lower Cholesky factor L of Σ+λI (cached for the last ridge_eps), in `dtype`, or in
+        float64 where `dtype` cannot factor it: Σ+λI's condition number can reach
+        d_in/ridge_eps (5e6 for a 4864-wide input at the default ridge, as Qwen2.5-0.5B's down
+        projection), where float32 Cholesky fails. Callers solve in the factor's dtype."""
         if self._factor is None or self._factor[0] != ridge_eps:
             lam = self.ridge(ridge_eps)
-            ridged = self.sigma
-            ridged.diagonal().add_(lam)
-            factor, info = torch.linalg.cholesky_ex(ridged)
-            if int(info) != 0:
+            for dtype in dict.fromkeys((self.dtype, SUM_DTYPE)):
+                ridged = self._mean().to(dtype)
+                ridged.diagonal().add_(lam)
+                factor, info = torch.linalg.cholesky_ex(ridged)
+                if int(info) == 0:
+                    break
+            else:
                 raise ValueError(
-                    f"Σ+λI is not numerically positive definite (ridge_eps={ridge_eps}, "
-                    f"{self.dtype}); use a larger ridge_eps or float64 statistics"
+                    f"Σ+λI is not numerically positive definite even in float64 "
+                    f"(ridge_eps={ridge_eps}); use a larger ridge_eps"
                 )
             self._factor = (ridge_eps, factor)
         return self._factor[1]
@@ -253,7 +263,7 @@ class SiteStats:
 def _correction(stats: SiteStats, g: Tensor, ridge_eps: float) -> tuple[Tensor, Tensor]:
     """(dW* = G(Σ+λI)⁻¹, Cholesky factor L of Σ+λI), for G = ``g`` = stats.gx."""
     factor = stats.inputs.cholesky(ridge_eps)
-    return torch.cholesky_solve(g.T, factor).T, factor
+    return torch.cholesky_solve(g.T.to(factor.dtype), factor).T.to(g.dtype), factor
 
 
 def _whitened_gram(stats: SiteStats, g: Tensor, dw: Tensor, factor: Tensor) -> Tensor:
@@ -262,8 +272,8 @@ def _whitened_gram(stats: SiteStats, g: Tensor, dw: Tensor, factor: Tensor) -> T
     if stats.d_out <= stats.d_in:
         gram = dw @ g.T  # M Mᵀ = G (Σ+λI)⁻¹ Gᵀ
     else:
-        half = torch.linalg.solve_triangular(factor, g.T, upper=False)  # Mᵀ = L⁻¹ Gᵀ
-        gram = half @ half.T
+        half = torch.linalg.solve_triangular(factor, g.T.to(factor.dtype), upper=False)
+        gram = (half @ half.T).to(g.dtype)  # Mᵀ = L⁻¹ Gᵀ
     return (gram + gram.T) / 2
 
 
@@ -324,10 +334,10 @@ def best_correction(stats: SiteStats, *, ridge_eps: float, rank: int | None = No
         return dw
     if rank < 1:
         raise ValueError(f"rank must be >= 1, got {rank}")
-    whitened = dw @ factor  # M = dW* L = G L⁻ᵀ
+    whitened = dw.to(factor.dtype) @ factor  # M = dW* L = G L⁻ᵀ
     u, s, vh = torch.linalg.svd(whitened, full_matrices=False)
     truncated = (u[:, :rank] * s[:rank]) @ vh[:rank]
-    return torch.linalg.solve_triangular(factor.T, truncated.T, upper=True).T
+    return torch.linalg.solve_triangular(factor.T, truncated.T, upper=True).T.to(dw.dtype)
 
 
 def _standardized_gains(s: Tensor) -> Tensor:

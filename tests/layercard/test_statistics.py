@@ -229,6 +229,32 @@ def test_float32_statistics_agree_with_float64() -> None:
     assert approx.noise_amplification == pytest.approx(exact.noise_amplification, rel=1e-3)
 
 
+def test_a_sigma_float32_cannot_factor_is_factored_in_float64() -> None:
+    # rank-16 inputs of width 256 and a small ridge: Σ+λI's condition number is beyond float32's
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(4000, 16, generator=gen, dtype=torch.float64) @ torch.randn(
+        16, 256, generator=gen, dtype=torch.float64)
+    g = x @ torch.randn(256, 6, generator=gen, dtype=torch.float64)
+    g += 0.1 * torch.randn(4000, 6, generator=gen, dtype=torch.float64)
+    x, g = x.float(), g.float()
+    stats32 = SiteStats(256, 6, dtype=torch.float32)
+    stats32.update(x, g)
+    ridged = stats32.sigma
+    ridged.diagonal().add_(stats32.inputs.ridge(1e-6))
+    assert int(torch.linalg.cholesky_ex(ridged).info) != 0  # float32 alone fails here
+    assert stats32.inputs.cholesky(1e-6).dtype == torch.float64
+    approx = site_diagnostics(stats32, rank=3, ridge_eps=1e-6)
+    exact = site_diagnostics(_stats(x.double(), g.double()), rank=3, ridge_eps=1e-6)
+    assert approx.resnorm2 == pytest.approx(exact.resnorm2, rel=1e-3)
+    assert approx.resnorm2_rank == pytest.approx(exact.resnorm2_rank, rel=1e-3)
+    dw = best_correction(stats32, ridge_eps=1e-6, rank=2)
+    assert dw.dtype == torch.float32 and bool(torch.isfinite(dw).all())
+    reference = best_correction(_stats(x.double(), g.double()), ridge_eps=1e-6, rank=2)
+    # dW itself is ill-determined off the inputs' span; its effect on the inputs is not
+    fitted, expected = x.double() @ dw.double().T, x.double() @ reference.T
+    assert float((fitted - expected).norm() / expected.norm()) < 1e-3
+
+
 def test_coupling_is_the_centred_correlation_of_gains() -> None:
     gen = torch.Generator().manual_seed(6)
     s = torch.randn(30, 4, generator=gen, dtype=torch.float64) + 1.0
