@@ -39,6 +39,7 @@ class DemoConfig:
             "n_heads": 4,
             "d_ff": 64,
             "d_state": 8,
+            "decoder": "decay",  # contains the exponential Hawkes process (docs/neuraltpp.md)
         }
     )
     batch_size: int = 16
