@@ -27,6 +27,7 @@ settings, machine and versions (a rerun with other settings is refused). The rep
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import subprocess
@@ -51,6 +52,7 @@ from layercard.memory import GIB, input_sharing, statistics_bytes
 from layercard.models import adaptable_sites, load_model
 from layercard.resources import qwen_coder_gguf
 from layercard.sites import Site
+from layercard.statistics import InputStats, SiteStats, best_correction, site_diagnostics
 
 VOCAB = 49_152  # SmolLM2's
 
@@ -183,7 +185,17 @@ def run_one(run: Run, examples: list, tokenizer: Any, settings: dict[str, Any]) 
 
 
 def _time_features(r: dict[str, Any]) -> list[float]:
-    return [r["n_probe_tokens"] * r["block_params"], r["algebra_flops"], 1.0]
+    return [r["n_probe_tokens"] * r["block_params"], 1.0]
+
+
+def _algebra_seconds(r: dict[str, Any], algebra: dict[str, float]) -> float:
+    """The run's measured algebra: its layers times one layer's (`algebra_layer_seconds`)."""
+    return r["shape"]["layers"] * algebra[_layer_key(Shape(**r["shape"]))]
+
+
+def _layer_key(shape: Shape) -> str:
+    """A layer's shape as a file name (the algebra depends on nothing else)."""
+    return f"w{shape.width}-i{shape.intermediate}-h{shape.heads}-kv{shape.kv_heads}"
 
 
 def _memory_feature(r: dict[str, Any]) -> list[float]:
@@ -212,11 +224,38 @@ def target_sites(shape: Shape) -> tuple[list[Site], dict[Site, int]]:
     return sites, {s: s.layer * len(keys) + group[s.module] for s in sites}
 
 
-def report(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> None:
-    """scale.json, scale.md and scale.png from the finished runs."""
+def algebra_layer_seconds(shape: Shape, tokens: int = 64) -> float:
+    """CPU seconds of one layer's algebra after the statistics pass, as `measure` runs it per
+    site (`best_correction`, then `site_diagnostics`: eigenvalues and Cholesky once per
+    distinct input, the solves and the whitened Gram's eigenvalues per site), on statistics of
+    random tokens in the layer's shapes (their cost does not depend on the values)."""
+    sites, sharing = target_sites(dataclasses.replace(shape, layers=1))
+    gen = torch.Generator().manual_seed(0)
+    inputs: dict[int, tuple[InputStats, torch.Tensor]] = {}
+    stats = []
+    for site in sites:
+        if sharing[site] not in inputs:
+            x = torch.randn(tokens, site.d_in, generator=gen)
+            inputs[sharing[site]] = (InputStats(site.d_in, dtype=torch.float32), x)
+            inputs[sharing[site]][0].update(x)
+        shared, x = inputs[sharing[site]]
+        stat = SiteStats(site.d_in, site.d_out, dtype=torch.float32, inputs=shared)
+        stat.update(x, torch.randn(tokens, site.d_out, generator=gen))
+        stats.append(stat)
+    start = time.process_time()
+    for stat in stats:
+        correction = best_correction(stat, ridge_eps=1e-3)
+        site_diagnostics(stat, rank=8, ridge_eps=1e-3, correction=correction)
+    return time.process_time() - start
+
+
+def report(out: Path, records: list[dict[str, Any]], meta: dict[str, Any],
+           algebra: dict[str, float]) -> None:
+    """scale.json, scale.md and scale.png from the finished runs and the measured algebra (CPU
+    seconds of one layer per layer shape)."""
     fit_rows = [r for r in records if r["group"] in ("width", "depth")]
     check_rows = [r for r in records if r["group"] not in ("width", "depth")]
-    result: dict[str, Any] = {"meta": meta, "runs": records}
+    result: dict[str, Any] = {"meta": meta, "runs": records, "algebra_layer_seconds": algebra}
     lines = ["# Card measurement time and memory against model size", "",
              f"Machine: {meta['machine']}; versions "
              + ", ".join(f"{k} {v}" for k, v in meta["versions"].items()) + ".",
@@ -234,21 +273,23 @@ def report(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> No
             f"{r['peak_above_start_bytes'] / GIB:.3f} |"
         )
     if len(fit_rows) >= 3:
-        a, b, c = _fit(fit_rows, _time_features, lambda r: r["seconds"])
+        a, c = _fit(fit_rows, _time_features, lambda r: r["seconds"] - _algebra_seconds(r, algebra))
         k, m = _fit(fit_rows, _memory_feature, _memory_target)
-        result["fit"] = {"time": {"per_token_param": a, "per_algebra_flop": b, "constant": c},
+        result["fit"] = {"time": {"per_token_param": a, "constant": c},
                          "memory": {"per_token_layer_width": k, "constant": m}}  # fmt: skip
 
         def time_of(r: dict[str, Any]) -> float:
-            return float(np.dot(_time_features(r), [a, b, c]))
+            return float(np.dot(_time_features(r), [a, c])) + _algebra_seconds(r, algebra)
 
         def memory_of(r: dict[str, Any]) -> float:
             return r["statistics_bytes"] + float(np.dot(_memory_feature(r), [k, m]))
 
         lines += ["", "## Fits (on the width and depth runs) and their check", "",
-                  f"time ≈ {a:.3g} s·(probe tokens × block params) + {b:.3g} s·(dense algebra "
-                  f"flops) + {c:.3g} s; memory above start ≈ statistics + {k:.3g} B·(tokens per "
-                  f"batch × layers × width) + {m / GIB:.3g} GiB.", "",
+                  f"time ≈ {a:.3g} s·(probe tokens × block params) + {c:.3g} s + the dense "
+                  "algebra, measured (layers × one layer's CPU seconds of eigenvalues, Cholesky "
+                  "and solves in its shapes: `algebra_layer_seconds`); memory above start ≈ "
+                  f"statistics + {k:.3g} B·(tokens per batch × layers × width) + "
+                  f"{m / GIB:.3g} GiB.", "",
                   "| run | for | s measured (CPU s) | s fitted | error (vs CPU s) | GiB measured "
                   "| GiB fitted | error |", "|---|---|---|---|---|---|---|---|"]  # fmt: skip
         errors: dict[str, list[float]] = {"fit": [], "check": []}
@@ -268,44 +309,59 @@ def report(out: Path, records: list[dict[str, Any]], meta: dict[str, Any]) -> No
             worst = max(errors["check"])
             lines += ["", f"Largest time error on the held-out runs: {worst:.0%} "
                       f"(on the fitted runs {max(errors['fit']):.0%})."]
-        lines += extrapolation(result, a, b, k, meta)
+        lines += extrapolation(result, a, k, meta, algebra)
     write_text(out / "scale.json", json.dumps(result, indent=2) + "\n")
     write_text(out / "scale.md", "\n".join(lines) + "\n")
     plot(out / "scale.png", records)
 
 
-def extrapolation(result: dict[str, Any], a: float, b: float, k: float,
-                  meta: dict[str, Any]) -> list[str]:
-    """Lines of the extrapolation table (and its JSON under result['extrapolation'])."""
+def extrapolation(result: dict[str, Any], a: float, k: float, meta: dict[str, Any],
+                  algebra: dict[str, float]) -> list[str]:
+    """Lines of the extrapolation table (and its JSON under result['extrapolation']). A shape
+    whose layer algebra was not measured takes the largest measured one's, scaled by flops."""
     tokens = meta["settings"]["tokens_per_example"] * 256
     batch_tokens = max(r["tokens_per_batch"] for r in result["runs"])  # measurement batches
     lines = ["", "## Extrapolated (256 probe examples at SmolLM2's tokens per example)", "",
              "Statistics are counted exactly from the shapes; activations from the memory fit; "
-             "time on this machine's CPU cores from the time fit (a GPU divides both terms by "
-             "its throughput). Data parallelism over P processes divides the token term by P "
-             "and leaves each process's statistics memory as it is.", "",
+             "time on one CPU thread here: the token term from the time fit, the algebra "
+             "measured per layer (* scaled by flops from the largest measured layer). Data "
+             "parallelism over P processes divides the token term by P and leaves each "
+             "process's statistics memory and algebra as they are.", "",
              "| model | layers | weights bf16 GiB | statistics GiB per layer | all layers | "
-             "groups for 40 GiB of statistics | time here, h | per process at P = 8, h |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+             "groups for 40 GiB of statistics | algebra s per layer | time here, h | "
+             "per process at P = 8, h |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    candidates = [Shape(**r["shape"]) for r in result["runs"]] + TARGETS
+    largest = max((t for t in candidates if _layer_key(t) in algebra),
+                  key=lambda t: t.width * t.intermediate)
     rows = []
     for shape in TARGETS:
         sites, sharing = target_sites(shape)
-        per_layer = statistics_bytes([s for s in sites if s.layer == 0], sharing)
+        layer = [s for s in sites if s.layer == 0]
+        per_layer = statistics_bytes(layer, sharing)
         params = block_params(sites) + shape.vocab * shape.width
-        t = a * tokens * block_params(sites) + b * algebra_flops(sites, sharing)
+        key = _layer_key(shape)
+        if key in algebra:
+            layer_seconds, mark = algebra[key], ""
+        else:
+            ref_sites, ref_sharing = target_sites(dataclasses.replace(largest, layers=1))
+            ratio = algebra_flops(layer, sharing) / algebra_flops(ref_sites, ref_sharing)
+            layer_seconds, mark = algebra[_layer_key(largest)] * ratio, "*"
+        token_seconds = a * tokens * block_params(sites)
+        t = token_seconds + shape.layers * layer_seconds
         groups = next((g for g in range(1, shape.layers + 1)
                        if per_layer * -(-shape.layers // g) <= 40 * GIB), None)
-        activations = k * batch_tokens * shape.width  # per layer in the group
         row = {"model": shape.name, "layers": shape.layers, "weights_bf16_bytes": 2 * params,
                "statistics_bytes_per_layer": per_layer,
                "statistics_bytes": per_layer * shape.layers, "groups_for_40_gib": groups,
-               "activation_bytes_per_layer": activations, "hours_here": t / 3600,
-               "hours_per_process_p8": (a * tokens * block_params(sites) / 8
-                                        + b * algebra_flops(sites, sharing)) / 3600}
+               "activation_bytes_per_layer": k * batch_tokens * shape.width,
+               "algebra_seconds_per_layer": layer_seconds, "algebra_scaled": bool(mark),
+               "hours_here": t / 3600,
+               "hours_per_process_p8": (token_seconds / 8 + t - token_seconds) / 3600}
         rows.append(row)
         lines.append(f"| {shape.name} | {shape.layers} | {2 * params / GIB:.1f} | "
                      f"{per_layer / GIB:.2f} | {per_layer * shape.layers / GIB:.1f} | "
-                     f"{groups} | {t / 3600:.2f} | {row['hours_per_process_p8']:.2f} |")
+                     f"{groups} | {layer_seconds:.0f}{mark} | {t / 3600:.2f} | "
+                     f"{row['hours_per_process_p8']:.2f} |")
     result["extrapolation"] = rows
     return lines
 
@@ -343,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke run with tiny sizes")
     parser.add_argument("--quiet", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the run to measure, in a child
+    parser.add_argument("--algebra", help=argparse.SUPPRESS)  # a layer shape (JSON), in a child
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     loaded = load_model("smollm2-135m")
@@ -361,6 +418,9 @@ def main(argv: list[str] | None = None) -> int:
             "machine": asdict(machine_info("cpu"))}
     tokenizer = loaded.tokenizer
     del loaded  # the real run loads its own copy
+    if args.algebra is not None:
+        print(json.dumps({"cpu_seconds": algebra_layer_seconds(Shape(**json.loads(args.algebra)))}))
+        return 0
     if args.child is not None:  # a fresh process: its peak RSS is this run's alone
         run = next(r for r in runs if r.key == args.child)
         print(json.dumps(run_one(run, examples, tokenizer, settings)))
@@ -382,7 +442,20 @@ def main(argv: list[str] | None = None) -> int:
         write_text(path, proc.stdout.strip().splitlines()[-1] + "\n")
     records = [json.loads((out / "runs" / f"{r.key}.json").read_text()) for r in runs
                if (out / "runs" / f"{r.key}.json").exists()]
-    report(out, records, meta)
+    shapes = [Shape(**r["shape"]) for r in records] + ([] if args.quick else TARGETS[:3])
+    algebra = {}
+    for shape in tqdm(list({_layer_key(s): s for s in shapes}.values()), desc="layer algebra",
+                      disable=args.quiet):
+        path = out / "algebra" / f"{_layer_key(shape)}.json"
+        if not path.exists():
+            command = [sys.executable, __file__, *(argv or sys.argv[1:]),
+                       "--algebra", json.dumps(asdict(shape))]
+            proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=False)
+            if proc.returncode != 0:
+                raise SystemExit(f"error: the algebra of {shape.name} failed ({proc.returncode})")
+            write_text(path, proc.stdout.strip().splitlines()[-1] + "\n")
+        algebra[_layer_key(shape)] = json.loads(path.read_text())["cpu_seconds"]
+    report(out, records, meta, algebra)
     return 0
 
 
