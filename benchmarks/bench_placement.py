@@ -36,6 +36,7 @@ from layercard import data
 from layercard.build import build, library_versions, machine_info
 from layercard.codec import read_card
 from layercard.config import BuildConfig, CostSettings, TrainConfig
+from layercard.decide import PlacementError
 from layercard.evaluation import EvalConfig, evaluate
 from layercard.finetune import train
 from layercard.resources import cache_dir
@@ -112,7 +113,11 @@ def one_run(args: argparse.Namespace, task: str, strategy: str, k: int, seed: in
     if not (work / "train.json").exists():
         if work.exists():  # an interrupted run of this benchmark: rerun it whole, so that its
             shutil.rmtree(work)  # training time is one uninterrupted measurement
-        train(config, work)
+        try:
+            train(config, work)
+        except PlacementError as err:  # the card's cost model fits no set under the budget
+            return {"task": task, "strategy": strategy, "k": k, "seed": seed,
+                    "card_task": card_task, "infeasible": str(err)}
     summary = json.loads((work / "train.json").read_text())
     return {
         "task": task, "strategy": strategy, "k": k, "seed": seed, "card_task": card_task,

@@ -68,8 +68,9 @@ def task_report(out: Path, task: str) -> dict:
     """The strategies' summaries and the targets of one task (finished runs only)."""
     folder = out / "runs" / task
     base = json.loads((folder / "base.json").read_text())
-    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))
-            if p.name != "base.json"]
+    records = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))
+               if p.name != "base.json"]
+    runs = [r for r in records if "infeasible" not in r]  # a placement that refused: no run
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
         groups.setdefault((r["strategy"], r["k"], r["card_task"]), []).append(r)
@@ -89,6 +90,9 @@ def task_report(out: Path, task: str) -> dict:
                     and card8["mean"] + std >= best["mean"]),
         }
     budget = by.get(("budget", 8, task))
+    refused = [r["infeasible"] for r in records if r["strategy"] == "budget" and "infeasible" in r]
+    if refused:
+        report["targets"]["b"] = {"met": False, "no_run": refused[0]}
     if everything and budget:
         limit = 0.6 * everything["train_seconds"]
         fitting = [s for s in rows if s["train_seconds"] <= limit and s is not budget]
