@@ -33,7 +33,7 @@ from layercard.build import build, library_versions, machine_info
 from layercard.config import BuildConfig, add_config_arguments, config_from_args
 from layercard.costmodel import depth_layer_sets
 from layercard.models import LoadedModel, load_model
-from layercard.scoring import label_accuracy
+from layercard.scoring import label_scores
 from layercard.training import dev_loss, lora_adapter, lora_config, train_lora
 
 QUICK = {"probe_examples": 16, "probe_dev_examples": 8, "probe_steps": 2, "long_steps": 4}
@@ -100,7 +100,7 @@ def _scores(
     loss = dev_loss(model, dev)
     if task.kind != "classification":
         return loss, None
-    accuracy = label_accuracy(
+    accuracy, _ = label_scores(
         model, loaded.tokenizer, dev_examples, task.label_words,
         max_length=config.max_length, batch_size=config.batch_size,
     )

@@ -76,17 +76,3 @@ def label_scores(
         nll -= row[label_words.index(example.completion)]
         count += n_tokens[example.completion]
     return correct / len(examples), nll / count
-
-
-def label_accuracy(
-    model: nn.Module,
-    tokenizer: PreTrainedTokenizerBase,
-    examples: Sequence[Example],
-    label_words: Sequence[str],
-    *,
-    max_length: int,
-    batch_size: int,
-) -> float:
-    """Share of examples whose completion is the label word of highest log-likelihood."""
-    return label_scores(model, tokenizer, examples, label_words, max_length=max_length,
-                        batch_size=batch_size)[0]

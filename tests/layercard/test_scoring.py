@@ -8,7 +8,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from layercard.data import Example, task_batches
-from layercard.scoring import completion_logprobs, label_accuracy, label_scores
+from layercard.scoring import completion_logprobs, label_scores
 from layercard.training import dev_loss
 
 WORDS = ["[UNK]", "[PAD]", "</s>", "a", "b", "c", "d", "yes", "no"]
@@ -48,9 +48,9 @@ def test_label_accuracy_picks_the_most_likely_label(tiny_lm) -> None:
     best = [max(labels, key=lambda w, p=p: _direct_logprob(model, tok, p, w)) for p in prompts]
     truth = [best[0], best[1], *(" no" if b == " yes" else " yes" for b in best[2:])]
     examples = [Example(p, t) for p, t in zip(prompts, truth, strict=True)]
-    assert label_accuracy(model, tok, examples, labels, max_length=16, batch_size=3) == 2 / 5
+    assert label_scores(model, tok, examples, labels, max_length=16, batch_size=3)[0] == 2 / 5
     with pytest.raises(ValueError, match="not label words"):
-        label_accuracy(model, tok, [Example("a", " maybe")], labels, max_length=16, batch_size=1)
+        label_scores(model, tok, [Example("a", " maybe")], labels, max_length=16, batch_size=1)
 
 
 def test_label_scores_loss_equals_the_dev_loss_of_the_true_labels(tiny_lm) -> None:
@@ -61,4 +61,4 @@ def test_label_scores_loss_equals_the_dev_loss_of_the_true_labels(tiny_lm) -> No
     accuracy, loss = label_scores(model, tok, examples, labels, max_length=16, batch_size=3)
     batches = task_batches(examples, tok, kind="classification", max_length=16, batch_size=2)
     assert loss == pytest.approx(dev_loss(model, batches), rel=1e-5)
-    assert accuracy == label_accuracy(model, tok, examples, labels, max_length=16, batch_size=2)
+    assert accuracy == label_scores(model, tok, examples, labels, max_length=16, batch_size=2)[0]
