@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import layercard
+from commonio.distributed import end_process_group
 from layercard.config import (
     BuildConfig,
     TrainConfig,
@@ -286,15 +287,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     command = {"build": _build, "show": _show, "place": _place, "train": _train,
                "eval": _eval, "fetch": _fetch}[args.command]
+    status = 0
     try:
         command(args)
     except ValueError as err:  # user-fixable errors (bad model, task, data, option, card file)
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        status = 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
-    return 0
+        status = 130
+    end_process_group(wait=status == 0)
+    return status
 
 
 if __name__ == "__main__":

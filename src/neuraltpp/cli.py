@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
+from commonio.distributed import end_process_group
 from neuraltpp import __version__
 from neuraltpp.builtin import BUILTIN_DATASETS
 from neuraltpp.data.splits import SPLITS
@@ -688,16 +689,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if hasattr(args, "threads"):
         torch.set_num_threads(args.threads)
     try:
-        return args.func(args)
+        status = args.func(args)
     except RunError as exc:
         print(f"error: {FLAGS[exc.field]}: {exc.detail}", file=sys.stderr)
-        return 2
+        status = 2
     except (ValueError, FileNotFoundError, TrainingDiverged) as exc:  # DataError, FetchError
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        status = 2
     except KeyboardInterrupt:
         print("interrupted (a training run continues with --resume)", file=sys.stderr)
-        return 130
+        status = 130
+    end_process_group(wait=status == 0)
+    return status
 
 
 if __name__ == "__main__":
