@@ -180,7 +180,7 @@ def build_card(
     """
     config.validate()
     distributed.init()  # under torchrun: each process measures its share of the probe batches
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     stages: dict[str, float] = {}
 
     def stage(name: str, since: float) -> float:
@@ -255,6 +255,7 @@ def build_card(
         stage("probe", t)
     distributed.barrier()
     stage("total", start)
+    stages["total_cpu"] = time.process_time() - cpu_start  # unlike wall time, not shared cores
     return Card(
         schema=SCHEMA,
         provenance=_provenance(config, loaded, task, measurements),

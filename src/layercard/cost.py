@@ -6,7 +6,7 @@ The measurements feed the cost model of `layercard.costmodel` (fitted and checke
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
@@ -47,6 +47,13 @@ def lora_param_counts(model: nn.Module, settings: LoraSettings) -> dict[int, int
     return counts
 
 
+def step_clock(device: torch.device) -> Callable[[], float]:
+    """The clock of step and serving costs: wall time on an accelerator (synchronised), the
+    process's CPU time on CPU, which other processes taking turns on the cores do not inflate
+    (its threads' spin-waits do: measure on a quiet machine or with one thread)."""
+    return time.perf_counter if device.type == "cuda" else time.process_time
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -76,7 +83,8 @@ def _train_step_cost(
     cost_settings: CostSettings,
     seed: int,
 ) -> tuple[float, int]:
-    """(fastest timed step in seconds, memory bytes of the first step) of LoRA on `layers`."""
+    """(fastest timed step in seconds of `step_clock`, memory bytes of the first step) of LoRA
+    on `layers`."""
     config = lora_config(model, layers, settings)
     device = next(model.parameters()).device
     with lora_training(model, config, lr=settings.lr, seed=seed) as (peft_model, optimizer):
@@ -96,14 +104,14 @@ def _train_step_cost(
             memory = sum(storages.values()) + _ADAM_COPIES * adapter_bytes
         for step in range(1, cost_settings.warmup_steps):
             optimizer_step(peft_model, optimizer, batches[step % len(batches)])
-        seconds = []
+        seconds, clock = [], step_clock(device)
         for step in range(cost_settings.timed_steps):
             batch = batches[(max(cost_settings.warmup_steps, 1) + step) % len(batches)]
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
             optimizer_step(peft_model, optimizer, batch)
             _sync(device)
-            seconds.append(time.perf_counter() - start)
+            seconds.append(clock() - start)
     return min(seconds), int(memory)
 
 
@@ -112,12 +120,13 @@ def _decode_seconds_per_token(model: nn.Module, prompt: Tensor, n_tokens: int) -
     """Seconds per greedily generated token after the prompt (batch 1, KV cache)."""
     out = model(input_ids=prompt, use_cache=True)
     _sync(prompt.device)
-    start = time.perf_counter()
+    clock = step_clock(prompt.device)
+    start = clock()
     for _ in range(n_tokens):
         token = out.logits[:, -1:].argmax(-1)
         out = model(input_ids=token, past_key_values=out.past_key_values, use_cache=True)
     _sync(prompt.device)
-    return (time.perf_counter() - start) / n_tokens
+    return (clock() - start) / n_tokens
 
 
 def _serving_latency(

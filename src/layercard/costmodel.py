@@ -97,7 +97,8 @@ class MemoryMeasurements:
 
 @dataclass
 class TimingMeasurements:
-    """Wall-clock costs (seconds; vary from run to run): optimizer step and serving latency.
+    """Timed costs (seconds; vary from run to run): optimizer step and serving latency. Wall
+    time on CUDA, the process's CPU time on CPU (`layercard.cost.step_clock`).
 
     Step seconds: fastest of `timed_steps` steps after warm-up (least disturbed by other load).
     Serving: seconds per generated token (batch 1, KV cache, greedy) with unmerged adapters on k

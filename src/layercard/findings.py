@@ -118,7 +118,8 @@ def _cost_finding(card: Card) -> str:
         f"{fmt_bytes(low_b)} (×{low_s / top_s:.1f} time, ×{low_b / max(top_b, 1):.1f} memory); all "
         f"layers {fmt(all_s)} s and {fmt_bytes(all_b)}.{check} Each layer adds {params:,.0f} LoRA "
         f"parameters and, unmerged, {1e3 * model.timing.serving_seconds_per_layer:.2f} ms per "
-        f"generated token at serving (merged adapters add none). Times are wall-clock on "
+        f"generated token at serving (merged adapters add none). Times are "
+        f"{'wall-clock' if model.timing.device.startswith('cuda') else 'process CPU time'} on "
         f"{card.provenance.machine.device} with {model.timing.threads} threads."
     )
 

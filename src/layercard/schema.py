@@ -140,9 +140,9 @@ class ProbeSection:
 
 @dataclass
 class Timings:
-    """Every wall-clock quantity of the build (seconds); the only part that differs between runs."""
+    """Every timed quantity of the build (seconds); the only part that differs between runs."""
 
-    stages: dict[str, float]  # load, measure, cost, probe, total
+    stages: dict[str, float]  # wall: load, measure, cost, probe, total; total_cpu: CPU time
     cost: TimingMeasurements | None
 
 

@@ -1,11 +1,12 @@
 import itertools
+import time
 
 import pytest
 import torch
 from peft.tuners.lora import LoraLayer
 
 from layercard.config import CostSettings, LoraSettings
-from layercard.cost import lora_param_counts, measure_cost
+from layercard.cost import lora_param_counts, measure_cost, step_clock
 from layercard.costmodel import (
     CostFit,
     check_layer_sets,
@@ -114,3 +115,12 @@ def test_measure_cost_memory_is_deterministic_linear_and_grows_with_depth(
         again = measure_cost(model, random_batches(2), LoraSettings(rank=4), cost_settings=FAST)
         assert again.memory == cost.memory
         assert again.params_per_layer == cost.params_per_layer
+
+
+def test_the_cpu_step_clock_counts_work_not_waiting() -> None:
+    # Waiting (another process holding the core) advances the wall clock, not the CPU clock.
+    clock = step_clock(torch.device("cpu"))
+    start = clock()
+    time.sleep(0.3)
+    assert clock() - start < 0.05
+    assert step_clock(torch.device("cuda")) is time.perf_counter
