@@ -89,6 +89,27 @@ def _set_prediction(values: list[float], rho: np.ndarray, layers: list[int]) -> 
     return predicted_gain(v2, rho, layers)
 
 
+def _candidates(out: Path, task: str, card: Card, features: dict | None, base_loss: float,
+                steps: int) -> dict[str, list[float]]:
+    """Every candidate predictor per layer for runs of `steps` steps: `predictors` and the
+    line and correction features another script wrote (with their Adam saturations)."""
+    candidates = predictors(card, features, base_loss=base_loss, steps=steps,
+                            lr=LoraSettings().lr)
+    line = _feature(out, task, "line", "adam_line")
+    if line is not None:
+        candidates["adam_line"] = line
+    correction = _feature(out, task, "correction", "correction_line")
+    if correction is not None:
+        candidates["correction_line"] = correction
+        if "adam_first_order" in candidates:
+            candidates["adam_correction"] = saturating(correction,
+                                                       candidates["adam_first_order"])
+        if "lora_aligned" in candidates:
+            aligned = [steps * LoraSettings().lr * v for v in candidates["lora_aligned"]]
+            candidates["adam_aligned_correction"] = saturating(correction, aligned)
+    return candidates
+
+
 def task_report(out: Path, task: str, steps: int, seeds: list[int]) -> dict:
     """The comparison for one task (whatever runs have finished so far)."""
     card = read_card(out / "cards" / task / "card.json")
@@ -105,20 +126,7 @@ def task_report(out: Path, task: str, steps: int, seeds: list[int]) -> dict:
                     "gains": gains, "accuracy": accuracy if accuracy and accuracy[0] is not None
                     else None}
     base = json.loads((out / "runs" / task / "base.json").read_text())
-    candidates = predictors(card, features, base_loss=base["dev_loss"], steps=steps,
-                            lr=LoraSettings().lr)
-    line = _feature(out, task, "line", "adam_line")
-    if line is not None:
-        candidates["adam_line"] = line
-    correction = _feature(out, task, "correction", "correction_line")
-    if correction is not None:
-        candidates["correction_line"] = correction
-        if "adam_first_order" in candidates:
-            candidates["adam_correction"] = saturating(correction,
-                                                       candidates["adam_first_order"])
-        if "lora_aligned" in candidates:
-            aligned = [steps * LoraSettings().lr * v for v in candidates["lora_aligned"]]
-            candidates["adam_aligned_correction"] = saturating(correction, aligned)
+    candidates = _candidates(out, task, card, features, base["dev_loss"], steps)
     report["spearman_gain"] = {
         name: _spearman([values[i] for i in layers], gains) for name, values in candidates.items()
     }
@@ -135,13 +143,21 @@ def task_report(out: Path, task: str, steps: int, seeds: list[int]) -> dict:
     )
     long_runs = {r["layers"][0]: r for r in runs if len(r["layers"]) == 1 and r["steps"] != steps}
     both = [i for i in sorted(long_runs) if (i, first) in single]
+    long_steps = sorted({r["steps"] for r in long_runs.values()})
+    long_gains = [long_runs[i]["gain"] for i in both]
+    # the predictors at the longer runs' step count (it changes the saturating ones)
+    at_long = (_candidates(out, task, card, features, base["dev_loss"], long_steps[0])
+               if len(long_steps) == 1 else {})
     report["long"] = {
         "layers": both,
-        "steps": sorted({r["steps"] for r in long_runs.values()}),
+        "steps": long_steps,
         "short_gains": [single[(i, first)]["gain"] for i in both],
-        "long_gains": [long_runs[i]["gain"] for i in both],
-        "spearman": _spearman([single[(i, first)]["gain"] for i in both],
-                              [long_runs[i]["gain"] for i in both]),
+        "long_gains": long_gains,
+        "spearman": _spearman([single[(i, first)]["gain"] for i in both], long_gains),
+        "spearman_predictors": {
+            name: _spearman([values[i] for i in both], long_gains)
+            for name, values in at_long.items()
+        },
     }
     # a shorter probe is the probe's own first steps: how its training loss ranks the layers
     report["trajectory"] = {
@@ -187,12 +203,14 @@ def to_markdown(result: dict) -> str:
     head = "| predictor | " + " | ".join(f"{t['task']} gain" for t in tasks)
     acc_tasks = [t for t in tasks if t.get("spearman_accuracy")]
     head += "".join(f" | {t['task']} accuracy" for t in acc_tasks)
-    head += "".join(f" | {t['task']} sets" for t in tasks) + " |"
-    rows = [head, "|" + "---|" * (1 + 2 * len(tasks) + len(acc_tasks))]
+    head += "".join(f" | {t['task']} sets" for t in tasks)
+    head += "".join(f" | {t['task']} longer runs ({len(t['long']['layers'])})" for t in tasks)
+    rows = [head + " |", "|" + "---|" * (1 + 3 * len(tasks) + len(acc_tasks))]
     for name in names:
         cells = [_cell(t["spearman_gain"], name) for t in tasks]
         cells += [_cell(t["spearman_accuracy"], name) for t in acc_tasks]
         cells += [_cell(t["sets"]["spearman"], name) for t in tasks]
+        cells += [_cell(t["long"]["spearman_predictors"], name) for t in tasks]
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     lines = [
         "# Probe benchmark: predicted vs measured LoRA gains",
@@ -200,7 +218,9 @@ def to_markdown(result: dict) -> str:
         f"Model {result['model']}; probes: {result['steps']}-step single-layer LoRA (card "
         f"settings), seeds {result['seeds']}. Spearman rank correlation of each candidate with the "
         "probed dev-loss drop per layer (seed "
-        f"{result['seeds'][0]}), with the dev accuracy, and over the multi-layer sets.",
+        f"{result['seeds'][0]}), with the dev accuracy, over the multi-layer sets, and with "
+        "the dev-loss drop of the longer single-layer runs (predictors evaluated at their step "
+        "count; number of layers in brackets).",
         "",
         *rows,
         "",

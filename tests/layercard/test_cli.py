@@ -314,6 +314,8 @@ def test_probe_benchmark_runs_every_planned_run_and_skips_finished_ones(
     assert set(task["spearman_gain"]) >= {"predicted_gain", "rel_resnorm", "depth", "lora_l1",
                                           "label_lora_l1", "adam_line", "correction_line",
                                           "adam_correction", "adam_aligned_correction"}
+    assert task["long"]["layers"] == [0, 2]  # every predictor is also ranked against these
+    assert set(task["long"]["spearman_predictors"]) == set(task["spearman_gain"])
     correction = json.loads((out / "features" / "reviews-correction.json").read_text())
     assert len(correction["correction_line"]) == 3
     # the best of a grid that starts at a 1e-4 relative step: never much below no change
