@@ -51,6 +51,7 @@ bench-tpp: setup
 	$(BIN)/python benchmarks/bench_tpp.py --out benchmarks/results/tpp $(BENCH_ARGS)
 	$(BIN)/python benchmarks/easytpp_peer.py --out benchmarks/results/tpp/easytpp
 	$(BIN)/python benchmarks/bench_tpp_scaling.py --out benchmarks/results/tpp-scaling
+	$(BIN)/python benchmarks/bench_tpp_protocols.py --out benchmarks/results/tpp-protocols
 	$(BIN)/python benchmarks/tpp_report.py --out benchmarks/results/tpp
 
 # Card-guided LoRA vs all layers, fixed strategies and KappaTune (resumable: rerun to continue;

@@ -115,3 +115,30 @@ def test_tpp_benchmark_runs_every_planned_run_reports_and_skips_finished_ones(
                            check=False, env=env)
     assert other.returncode != 0 and "other settings" in other.stderr
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("*.json")} == stamps
+
+
+def test_protocol_benchmark_quick_runs_reports_claims_and_resumes(tmp_path: Path) -> None:
+    out = tmp_path / "protocols"
+    command = [sys.executable, str(BENCHMARKS / "bench_tpp_protocols.py"), "--out", str(out),
+               "--quick", "--quiet", "--models", "thp", "rothp", "--seeds", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(p.name for p in (out / "runs").glob("*.json"))
+    assert runs == sorted(["truth.json"] + [f"{m}-decay-{t}-seed0.json" for m in ("thp", "rothp")
+                                            for t in ("clean", "noise", "future", "short")])
+    clean = json.loads((out / "runs" / "rothp-decay-clean-seed0.json").read_text())
+    # RoTHP encodes time differences: translating the test times leaves its LL, in both modes
+    for mode in ("correct", "legacy"):
+        values = [v for k, v in clean[mode].items() if k.startswith("shift=")]
+        assert len(values) == 6 and max(values) - min(values) < 1e-4
+    truth = json.loads((out / "runs" / "truth.json").read_text())["correct"]
+    assert truth["future"] > -math.inf and truth["shift=1e+06"] == pytest.approx(truth["shift=0"])
+    report = json.loads((out / "protocols_report.json").read_text())
+    claims = {c["protocol"]: c for c in report["claims"]["decay"]}
+    assert claims["translation"]["correct"] is not None and claims["clean"]["correct"] is None
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()}
+    again = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps
+    assert "| translation |" in (out / "protocols_report.md").read_text()
