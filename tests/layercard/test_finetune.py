@@ -176,6 +176,11 @@ def test_placement_benchmark_resumes_and_reports(tiny_model: Path, tiny_task: Pa
     assert {row["strategy"] for row in report[0]["rows"]} == {"all", "card", "middle", "first",
                                                               "last", "uniform"}
     assert "| all |" in (out / "placement_report.md").read_text()
+    only = [*command[:-2], "--max-runs", "1", "--strategies", "kappa", "random"]
+    proc = subprocess.run(only, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    latest = {p.name for p in runs.glob("*-seed0.json")} - set(now)
+    assert latest == {"kappa-k8-seed0.json"}  # the first strategy asked for, before random
 
 
 def test_auto_builds_a_card_once_and_follows_its_placement(tiny_model: Path, tiny_task: Path,
