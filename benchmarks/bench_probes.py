@@ -3,7 +3,8 @@
 For each task: the card's own single-layer probes (`layercard.probe` settings: LoRA r=8, AdamW
 lr 1e-3, the first --probe-examples training examples, one batch per step, scored on the first
 --probe-dev-examples dev examples) on every layer, at two seeds (the probes' own noise); longer
-single-layer runs (--long-steps) on a few layers (do probes rank like longer training?); and
+single-layer runs (--long-steps) on a few layers, at every seed (do probes rank like longer
+training? how noisy is that ranking?); and
 multi-layer sets including all layers at the probe length (checks set predictions). Each run
 records the dev-loss drop and, for classification tasks, the dev accuracy by label scoring.
 
@@ -109,21 +110,24 @@ def _scores(
 
 # in the order they run, most needed first, each for every task: single layers at the first
 # seed (what predictors are ranked against), multi-layer sets, longer runs, the other seeds
-PHASES = ("even", "odd", "set", "long", "even-seeds", "odd-seeds")
+PHASES = ("even", "odd", "set", "long", "even-seeds", "odd-seeds", "long-seeds")
 
 
 def plan(args: argparse.Namespace, n_layers: int, steps: int) -> list[tuple[str, list, int, int]]:
     """(phase, layers, steps, seed) of every run: single layers at the first seed and at the
     other seeds (the probes' own noise), even layers before odd ones so that partial results
-    span the depth; longer single-layer runs ("long"); multi-layer sets ("set")."""
+    span the depth; longer single-layer runs ("long", and at the other seeds "long-seeds": their
+    own noise); multi-layer sets ("set")."""
     first = args.seeds[0]
     runs = []
     for parity in ("even", "odd"):
         layers = range(0 if parity == "even" else 1, n_layers, 2)
         runs += [(parity, [i], steps, first) for i in layers]
         runs += [(f"{parity}-seeds", [i], steps, seed) for seed in args.seeds[1:] for i in layers]
-    runs += [("long", list(s), args.long_steps, first)
-             for s in depth_layer_sets(n_layers, args.long_count)]
+    long = depth_layer_sets(n_layers, args.long_count)
+    runs += [("long", list(s), args.long_steps, first) for s in long]
+    runs += [("long-seeds", list(s), args.long_steps, seed) for seed in args.seeds[1:]
+             for s in long]
     return runs + [("set", s, steps, first) for s in layer_sets(n_layers)]
 
 
@@ -174,7 +178,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", nargs="+", default=["sentiment", "dialog"],
                         help="tasks, in the order they run")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
-                        help="probe seeds on every layer (the first also for longer runs, sets)")
+                        help="probe seeds on every layer and of the longer runs (the first also "
+                        "for the sets)")
     parser.add_argument("--long-steps", type=int, default=120,
                         help="steps of the longer single-layer runs")
     parser.add_argument("--long-count", type=int, default=5,

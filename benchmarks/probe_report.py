@@ -141,8 +141,11 @@ def task_report(out: Path, task: str, steps: int, seeds: list[int]) -> dict:
         _spearman([single[(i, seeds[0])]["gain"] for i in pairs],
                   [single[(i, seeds[1])]["gain"] for i in pairs]) if len(seeds) > 1 else math.nan
     )
-    long_runs = {r["layers"][0]: r for r in runs if len(r["layers"]) == 1 and r["steps"] != steps}
+    longer = {(r["layers"][0], r["seed"]): r for r in runs
+              if len(r["layers"]) == 1 and r["steps"] != steps}
+    long_runs = {i: r for (i, seed), r in longer.items() if seed == first}
     both = [i for i in sorted(long_runs) if (i, first) in single]
+    long_pairs = [i for i in both if len(seeds) > 1 and (i, seeds[1]) in longer]
     long_steps = sorted({r["steps"] for r in long_runs.values()})
     long_gains = [long_runs[i]["gain"] for i in both]
     # the predictors at the longer runs' step count (it changes the saturating ones)
@@ -154,6 +157,9 @@ def task_report(out: Path, task: str, steps: int, seeds: list[int]) -> dict:
         "short_gains": [single[(i, first)]["gain"] for i in both],
         "long_gains": long_gains,
         "spearman": _spearman([single[(i, first)]["gain"] for i in both], long_gains),
+        "seed_layers": long_pairs,  # the longer runs' own noise: their seed-to-seed Spearman
+        "seed_spearman": _spearman([long_runs[i]["gain"] for i in long_pairs],
+                                   [longer[(i, seeds[1])]["gain"] for i in long_pairs]),
         "spearman_predictors": {
             name: _spearman([values[i] for i in both], long_gains)
             for name, values in at_long.items()
@@ -191,9 +197,12 @@ def calibration(x: list[float], y: list[float]) -> dict[str, float]:
             "r2": 1.0 - resid / total if total > 0 else math.nan}
 
 
-def _cell(values: dict[str, float], name: str) -> str:
-    value = values.get(name, math.nan)
+def _signed(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:+.2f}"
+
+
+def _cell(values: dict[str, float], name: str) -> str:
+    return _signed(values.get(name, math.nan))
 
 
 def to_markdown(result: dict) -> str:
@@ -224,14 +233,16 @@ def to_markdown(result: dict) -> str:
         "",
         *rows,
         "",
-        "| task | probed layers | seed-to-seed Spearman (ceiling) | probes vs longer runs | sets |",
-        "|---|---|---|---|---|",
+        "| task | probed layers | seed-to-seed Spearman (ceiling) | probes vs longer runs | "
+        "longer runs seed-to-seed | sets |",
+        "|---|---|---|---|---|---|",
     ]
     for t in tasks:
         lines.append(
             f"| {t['task']} | {len(t['probed_layers'])} | {t['seed_spearman']:+.2f} "
             f"({len(t['seed_layers'])} layers) | {t['long']['spearman']:+.2f} "
             f"({len(t['long']['layers'])} layers, {t['long']['steps']} steps) | "
+            f"{_signed(t['long']['seed_spearman'])} ({len(t['long']['seed_layers'])} layers) | "
             f"{len(t['sets']['layers'])} |"
         )
     lines += ["", "Shorter probes: Spearman of the probes' training loss after step t (its "

@@ -277,10 +277,10 @@ def test_probe_benchmark_runs_every_planned_run_and_skips_finished_ones(
     assert proc.returncode == 0, proc.stderr
     runs = out / "runs" / "reviews"
     files = sorted(p.name for p in runs.glob("L*.json"))
-    # 3 layers x 2 seeds, 2 longer runs (bottom and top), and the multi-layer sets of 3 layers
+    # 3 layers x 2 seeds, 2 longer runs (bottom and top) x 2 seeds, and the multi-layer sets
     assert len([f for f in files if f.endswith("-s2-seed0.json") and "_" not in f]) >= 3
     assert {"L0-s2-seed1.json", "L2-s2-seed1.json", "L0-s4-seed0.json", "L2-s4-seed0.json",
-            "L0-2-s2-seed0.json"} <= set(files)
+            "L0-s4-seed1.json", "L2-s4-seed1.json", "L0-2-s2-seed0.json"} <= set(files)
     run = json.loads((runs / "L1-s2-seed0.json").read_text())
     base = json.loads((runs / "base.json").read_text())
     assert run["gain"] == pytest.approx(base["dev_loss"] - run["dev_loss"])
@@ -314,7 +314,10 @@ def test_probe_benchmark_runs_every_planned_run_and_skips_finished_ones(
     assert set(task["spearman_gain"]) >= {"predicted_gain", "rel_resnorm", "depth", "lora_l1",
                                           "label_lora_l1", "adam_line", "correction_line",
                                           "adam_correction", "adam_aligned_correction"}
-    assert task["long"]["layers"] == [0, 2]  # every predictor is also ranked against these
+    assert task["long"]["layers"] == task["long"]["seed_layers"] == [0, 2]
+    assert task["long"]["long_gains"] == [  # the first seed's; the second seed's are its noise
+        json.loads((runs / f"L{i}-s4-seed0.json").read_text())["gain"] for i in (0, 2)]
+    # every predictor is also ranked against the longer runs
     assert set(task["long"]["spearman_predictors"]) == set(task["spearman_gain"])
     correction = json.loads((out / "features" / "reviews-correction.json").read_text())
     assert len(correction["correction_line"]) == 3
