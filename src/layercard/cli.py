@@ -55,7 +55,7 @@ examples: layercard place runs/demo-card --max-layers 8
 BUILD_HELP = """\
 Measure a frozen causal LM on a task and write a Layer Card into --out:
   card.json  versioned schema (layercard/card@1): provenance, per-layer and per-module
-             resnorm, conditioning, coupling, cost model, probes; every wall-clock number
+             resnorm, conditioning, coupling, cost model, probes; every timed number
              sits under "timings" (the rest is identical for the same seed on one CPU machine)
   card.md    Hugging Face model-card style YAML front matter, findings, per-layer table
   *.png      resnorm, conditioning, coupling, cost vs depth, predicted gain vs cost

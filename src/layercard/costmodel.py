@@ -7,7 +7,7 @@ every measured cost is modelled as
 
 fitted by least squares on single-layer runs at a few depths plus all-layer LoRA, and checked on
 a few multi-layer sets that were not fitted. Deterministic quantities (parameter counts, memory
-bytes) are kept apart from wall-clock ones (seconds), so a card is bit-identical across runs
+bytes) are kept apart from timed ones (seconds), so a card is bit-identical across runs
 except for the `TimingMeasurements`. `layercard.cost` takes the measurements.
 """
 

@@ -161,7 +161,7 @@ def to_markdown(card: Card) -> str:
             f"{p.machine.cpu_count} cores, {p.machine.torch_threads} torch threads, "
             f"{fmt_bytes(p.machine.memory_bytes)} RAM, device {p.machine.device}",
             f"- build time: {fmt(card.timings.stages.get('total', math.nan))} s "
-            "(wall-clock quantities are under `timings` in card.json)",
+            "(timed quantities are under `timings` in card.json)",
         ]),
     ]
     return "\n\n".join(sections) + "\n"

@@ -1,7 +1,7 @@
 """The Layer Card's schema: versioned dataclasses, no behaviour beyond simple accessors.
 
 card.json follows SCHEMA (`layercard.codec` reads and writes it): keys appear in dataclass field
-order, and every wall-clock quantity lives under the top-level "timings" key. No torch here, so
+order, and every timed quantity lives under the top-level "timings" key. No torch here, so
 `layercard show` starts fast.
 """
 
