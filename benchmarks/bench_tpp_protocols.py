@@ -180,45 +180,54 @@ def collect(out: Path) -> tuple[dict | None, dict[tuple[str, str, str], list[dic
     return truth, groups
 
 
-def _mean(groups: dict, key: tuple[str, str, str], mode: str, column: str) -> float:
-    runs = groups.get(key, [])
-    return _stat([r[mode][column] for r in runs])[0] if runs else math.nan
-
-
 def claims(groups: dict, decoder: str, shifts: list[float]) -> list[dict[str, Any]]:
-    """Each paper claim a protocol tests, judged under each likelihood on the seed means (None
-    while a run it needs is missing)."""
+    """Each paper claim a protocol tests, judged under each likelihood: per seed, the margin
+    by which it holds (nats/event, > 0: holds); its mean and std over seeds. None while a run it
+    needs is missing. Translation invariance is judged on the seed means (no margin)."""
 
-    def mean(model: str, train_set: str, mode: str, column: str) -> float:
-        return _mean(groups, (model, decoder, train_set), mode, column)
+    def per_seed(model: str, train_set: str, mode: str, column: str) -> dict[int, float]:
+        return {r["seed"]: r[mode][column] for r in groups.get((model, decoder, train_set), [])}
 
-    def judge(test: Callable[[str], bool | None]) -> dict[str, bool | None]:
-        return {mode: test(mode) for mode in ("correct", "legacy")}
+    def margins(parts: list[dict[int, float]], combine: Callable[..., float]) -> list[float]:
+        seeds = sorted(set.intersection(*(set(p) for p in parts))) if parts else []
+        return [combine(*(p[seed] for p in parts)) for seed in seeds]
 
-    def known(*values: float) -> bool:
-        return all(math.isfinite(v) for v in values)
+    def verdict(values: list[float]) -> dict[str, Any] | None:
+        if not values:
+            return None
+        mean, std = _stat(values)
+        return {"holds": mean > 0, "margin": mean, "std": std, "seeds": len(values)}
 
-    def invariant(mode: str) -> bool | None:
-        moved = [abs(mean("rothp", "clean", mode, f"shift={s:g}")
-                     - mean("rothp", "clean", mode, "shift=0")) for s in shifts]
-        thp = [abs(mean("thp", "clean", mode, f"shift={s:g}")
-                   - mean("thp", "clean", mode, "shift=0")) for s in shifts]
-        return max(moved) < 1e-3 < max(thp) if known(*moved, *thp) else None
+    def invariant(mode: str) -> dict[str, Any] | None:
+        def spread(model: str) -> float | None:
+            runs = groups.get((model, decoder, "clean"), [])
+            if not runs:
+                return None
+            means = [_stat([r[mode][f"shift={s:g}"] for r in runs])[0] for s in shifts]
+            return max(abs(m - means[0]) for m in means)
+        rothp, thp = spread("rothp"), spread("thp")
+        if rothp is None or thp is None:
+            return None
+        return {"holds": rothp < 1e-3 < thp, "rothp_spread": rothp, "thp_spread": thp}
 
     def better(model: str, train_set: str, column: str, than: str) -> Callable[[str], Any]:
-        def test(mode: str) -> bool | None:
-            a, b = mean(model, train_set, mode, column), mean(than, train_set, mode, column)
-            return a > b if known(a, b) else None
+        def test(mode: str) -> dict[str, Any] | None:
+            parts = [per_seed(model, train_set, mode, column), per_seed(than, train_set, mode,
+                                                                         column)]
+            return verdict(margins(parts, lambda a, b: a - b))
         return test
 
-    def robust(mode: str) -> bool | None:
-        drops = {m: mean(m, "noise", mode, "test") - mean(m, "clean", mode, "shift=0")
-                 for m in ("rothp", "thp")}
-        return drops["rothp"] >= drops["thp"] if known(*drops.values()) else None
+    def robust(mode: str) -> dict[str, Any] | None:
+        parts = [per_seed(m, t, mode, c) for m in ("rothp", "thp")
+                 for t, c in (("noise", "test"), ("clean", "shift=0"))]
+        return verdict(margins(parts, lambda rn, rc, tn, tc: (rn - rc) - (tn - tc)))
 
-    def mhp_best(mode: str) -> bool | None:
-        values = {m: mean(m, "clean", mode, "shift=0") for m in MODELS}
-        return max(values, key=values.__getitem__) == "mhp" if known(*values.values()) else None
+    def mhp_best(mode: str) -> dict[str, Any] | None:
+        parts = [per_seed(m, "clean", mode, "shift=0") for m in ("mhp", "thp", "rothp")]
+        return verdict(margins(parts, lambda mhp, *others: mhp - max(others)))
+
+    def judge(test: Callable[[str], dict[str, Any] | None]) -> dict[str, Any]:
+        return {mode: test(mode) for mode in ("correct", "legacy")}
 
     return [
         {"protocol": "translation", "claim": "RoTHP's test LL is unchanged by shifting the "
@@ -232,6 +241,22 @@ def claims(groups: dict, decoder: str, shifts: list[float]) -> list[dict[str, An
         {"protocol": "clean", "claim": "MHP has the best test LL of THP, RoTHP and MHP",
          **judge(mhp_best)},
     ]
+
+
+def claim_cell(judged: dict[str, Any] | None) -> str:
+    """yes / **no** with the margin ± its std over seeds; "within noise" when the margin is
+    smaller than that std; "not yet run" while a run is missing."""
+    if judged is None:
+        return "not yet run"
+    if "margin" not in judged:
+        return (f"{'yes' if judged['holds'] else '**no**'} (RoTHP moves "
+                f"{judged['rothp_spread']:.1e}, THP {judged['thp_spread']:.3f})")
+    margin, std = judged["margin"], judged["std"]
+    detail = f"{margin:+.4f}" + ("" if math.isnan(std) else f" ± {std:.4f}")
+    detail += f", {judged['seeds']} seed{'s' if judged['seeds'] > 1 else ''}"
+    if not math.isnan(std) and abs(margin) < std:
+        return f"within noise ({detail})"
+    return f"{'yes' if judged['holds'] else '**no**'} ({detail})"
 
 
 def _plot(groups: dict, truth: dict | None, shifts: list[float], decoders: list[str],
@@ -305,11 +330,10 @@ def write_report(out: Path, args: argparse.Namespace) -> dict[str, Any]:
         found = claims(groups, decoder, shifts)
         report["claims"][decoder] = found
         lines += [f"## The papers' claims ({decoder} decoder)", "",
-                  "| protocol | claim | holds (correct LL) | holds (legacy LL) |",
+                  "| protocol | claim | holds (correct LL): margin | holds (legacy LL): margin |",
                   "|---|---|---|---|"]
-        word = {True: "yes", False: "**no**", None: "not yet run"}
-        lines += [f"| {c['protocol']} | {c['claim']} | {word[c['correct']]} | "
-                  f"{word[c['legacy']]} |" for c in found]
+        lines += [f"| {c['protocol']} | {c['claim']} | {claim_cell(c['correct'])} | "
+                  f"{claim_cell(c['legacy'])} |" for c in found]
         lines.append("")
     lines += ["![translation](protocols_translation.png)", ""]
     write_json(report, out / "protocols_report.json")
