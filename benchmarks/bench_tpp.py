@@ -307,7 +307,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _check_meta(out: Path, settings: dict[str, Any]) -> None:
+def check_meta(out: Path, settings: dict[str, Any]) -> None:
     """SystemExit unless the runs already under ``out`` were made with these settings."""
     path = out / "meta.json"
     if not path.exists():
@@ -375,7 +375,7 @@ def main() -> None:
     settings = _settings(args)
     torch.set_num_threads(args.threads)
     plain = json.loads(json.dumps(asdict(settings)))
-    _check_meta(args.out, plain)
+    check_meta(args.out, plain)
     meta = {"settings": plain, "seeds": args.seeds, "data_seed": args.data_seed,
             "machine": machine(), "versions": versions()}
     write_json(meta, args.out / "meta.json")

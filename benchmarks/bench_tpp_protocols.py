@@ -46,7 +46,7 @@ from bench_tpp import (
     SIM,
     Data,
     Settings,
-    _check_meta,
+    check_meta,
     load_data,
     machine,
     mean_squared_gap,
@@ -57,13 +57,14 @@ from neuraltpp import hawkes
 from neuraltpp.data import EventDataset, future_split
 from neuraltpp.likelihood import LikelihoodOptions, dataset_log_likelihood
 from neuraltpp.metrics import write_json
+from neuraltpp.models import MODEL_NAMES
 from neuraltpp.models.config import DECODERS
 from neuraltpp.protocols import future_log_likelihood, jitter_times, shift_times
 from neuraltpp.training import TrainConfig, train
+from tpp_report import LABELS
 
 TRAIN_SETS = ("clean", "noise", "future", "short")
 MODELS = ("thp", "rothp", "mhp")
-LABELS = {"thp": "THP", "rothp": "RoTHP", "mhp": "MHP", "mhpe": "MHP-E", "truth": "true process"}
 CORRECT, LEGACY = LikelihoodOptions(), LikelihoodOptions(mode="legacy")
 Score = Callable[[EventDataset], tuple[float, int]]
 
@@ -349,7 +350,7 @@ def write_report(out: Path, args: argparse.Namespace) -> dict[str, Any]:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Formatter)
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(LABELS)[:4])
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODEL_NAMES)
     parser.add_argument("--decoders", nargs="+", default=["decay"], choices=DECODERS)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--shifts", type=float, nargs="+", default=[0, 0.2, 1, 10, 1e3, 1e6],
@@ -381,7 +382,8 @@ def main() -> None:
     """Run the missing runs (first seed first), rewriting the report after each."""
     args = _parser().parse_args()
     quick = dict(QUICK) if args.quick else {}
-    vars(args).update({k: v for k, v in quick.items() if k in ("epochs",)})
+    if args.quick:
+        args.epochs = QUICK["epochs"]
     if args.shifts[0] != 0:
         raise SystemExit(f"error: --shifts must start with 0 (the reference), got {args.shifts}")
     for name in ("future", "short"):
@@ -396,7 +398,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     plain = {**json.loads(json.dumps(asdict(settings))), "noise": args.noise,
              "future": args.future, "short": args.short, "shifts": args.shifts}
-    _check_meta(args.out, plain)
+    check_meta(args.out, plain)
     write_json({"settings": plain, "seeds": args.seeds, "machine": machine(),
                 "versions": versions()}, args.out / "meta.json")
     data = load_data(SIM, settings)
