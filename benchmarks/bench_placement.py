@@ -152,8 +152,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-runs", type=int, default=None,
                         help="stop after this many new runs (a sitting's worth)")
     parser.add_argument("--strategies", nargs="+", choices=(*K8, "budget"), default=None,
-                        help="run only these strategies, in this order (default: all, in plan "
-                        "order)")
+                        help="run only these strategies, seed by seed in this order (default: "
+                        "all, in plan order)")
     parser.add_argument("--quiet", dest="progress", action="store_false")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run with tiny sizes {QUICK} (overrides those options)")
@@ -179,9 +179,9 @@ def main() -> None:
             write_text(base, json.dumps(record, indent=2) + "\n")
     todo = [r for r in plan(args.tasks, args.seeds)
             if not (args.out / "runs" / names[r[0]] / f"{run_name(*r[1:], r[0])}.json").exists()]
-    if args.strategies:
+    if args.strategies:  # per seed, in the order asked for
         todo = sorted((r for r in todo if r[1] in args.strategies),
-                      key=lambda r: args.strategies.index(r[1]))  # stable: plan order within
+                      key=lambda r: (args.seeds.index(r[3]), args.strategies.index(r[1])))
     todo = todo[: args.max_runs]
     for task, strategy, k, seed, card_task in tqdm(todo, desc="placement runs",
                                                    disable=not args.progress):
