@@ -1,8 +1,10 @@
 """The end of a multi-process run (torchrun / ``accelerate launch``): leave the process group.
 
 A process that exits with its gloo process group still alive can abort at interpreter exit
-("terminate called without an active exception", SIGABRT) while its peers are still working,
-so both CLIs end the group explicitly, as torch.distributed asks.
+("terminate called without an active exception", SIGABRT): gloo's worker threads are torn
+down during interpreter finalization (pytorch/pytorch#190489). It happened in CI to the rank
+that finished first while rank 0 still wrote, so both CLIs end the group explicitly, after
+a barrier, as torch.distributed asks.
 """
 
 from __future__ import annotations
