@@ -140,6 +140,8 @@ def one_run(model: str, decoder: str, train_set: str, seed: int, data: Data,
         "model": model, "decoder": decoder, "train_set": train_set, "seed": seed,
         "n_train_sequences": len(train_ds), "n_train_events": train_ds.n_events,
         "best_epoch": result.best_epoch, "seconds": seconds,
+        # test sequences without an event before the cut: no history, so not in "future"
+        "future_excluded": future_split(test, args.future).excluded,
         "correct": scores(model_score(result.model, CORRECT), test, train_set, args),
         "legacy": scores(model_score(result.model, LEGACY), test, train_set, args),
         "train_config": config.to_dict(),
@@ -152,7 +154,8 @@ def truth_record(data: Data, args: argparse.Namespace) -> dict[str, Any]:
     correct = {}
     for train_set in ("clean", "short"):
         correct |= scores(score, test, train_set, args)
-    return {"model": "truth", "correct": correct}
+    return {"model": "truth", "correct": correct,
+            "future_excluded": future_split(test, args.future).excluded}
 
 
 # ----------------------------------------------------------------------------- report
@@ -291,7 +294,10 @@ def write_report(out: Path, args: argparse.Namespace) -> dict[str, Any]:
     lines = ["# Robustness protocols: THP vs RoTHP vs MHP under the correct likelihood", "",
              f"Simulated Hawkes set (`{SIM}`), test split; nats per event, mean ± std over "
              f"seeds. Noise ε = {args.noise:g} on the training times; future: trained on the "
-             f"first {args.future:g} of each window, scored on the rest given the history; "
+             f"first {args.future:g} of each window, scored on the rest given the history (test "
+             f"sequences with no event before the cut: "
+             f"{len(truth['future_excluded']) if truth and 'future_excluded' in truth else 'n/a'}"
+             "); "
              f"short: trained on the first {args.short:g}, scored on whole sequences. "
              "Legacy: the published codes' likelihood, as the papers reported it.", ""]
     report: dict[str, Any] = {"truth": truth, "runs": {"-".join(k): v for k, v in groups.items()},
