@@ -132,6 +132,7 @@ def test_protocol_benchmark_quick_runs_reports_claims_and_resumes(tmp_path: Path
     for mode in ("correct", "legacy"):
         values = [v for k, v in clean[mode].items() if k.startswith("shift=")]
         assert len(values) == 6 and max(values) - min(values) < 1e-4
+    assert isinstance(clean["future_excluded"], list)  # recorded, even when none is left out
     truth = json.loads((out / "runs" / "truth.json").read_text())["correct"]
     assert truth["future"] > -math.inf and truth["shift=1e+06"] == pytest.approx(truth["shift=0"])
     report = json.loads((out / "protocols_report.json").read_text())
