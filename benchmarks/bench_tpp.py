@@ -328,7 +328,7 @@ def _json_object(text: str) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Formatter)
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
     parser.add_argument("--datasets", nargs="+", default=[SIM, "ridgecrest", "ucerf3"],
                         choices=list(BUILTIN_DATASETS), help="datasets, in the order they run")
@@ -352,6 +352,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="use the first N sequences of each training split (default: all)")
     parser.add_argument("--eval-sequences", type=int, default=None,
                         help="use the first N sequences of each dev and test split (default: all)")
+    add_run_options(parser)
+    return parser
+
+
+def add_run_options(parser: argparse.ArgumentParser) -> None:
+    """The options every TPP benchmark script shares: threads, sitting size, quiet, quick."""
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads (as `neuraltpp train`: these models are small "
                         "and extra threads mostly contend)")
@@ -360,10 +366,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--quiet", dest="progress", action="store_false")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run with tiny sizes {QUICK} (overrides those options)")
-    return parser
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
     """Keeps the description's line breaks and shows each option's default."""
 
 

@@ -45,7 +45,9 @@ from bench_tpp import (
     QUICK,
     SIM,
     Data,
+    Formatter,
     Settings,
+    add_run_options,
     check_meta,
     load_data,
     machine,
@@ -354,7 +356,7 @@ def write_report(out: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=_Formatter)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=Formatter)
     parser.add_argument("--out", type=Path, required=True, help="directory for the results")
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODEL_NAMES)
     parser.add_argument("--decoders", nargs="+", default=["decay"], choices=DECODERS)
@@ -371,17 +373,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--gap-loss", type=float, default=0.01)
     parser.add_argument("--data-seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--max-runs", type=int, default=None,
-                        help="stop after this many new runs (a sitting's worth)")
-    parser.add_argument("--quiet", dest="progress", action="store_false")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"smoke run with tiny sizes {QUICK} (overrides those options)")
+    add_run_options(parser)
     return parser
-
-
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the description's line breaks and shows each option's default."""
 
 
 def main() -> None:
