@@ -19,8 +19,8 @@ Each finished run is one JSON file under <out>/runs/<dataset>/ and a rerun skips
 benchmark can be completed over several sittings (--max-runs N: stop after N new runs). A run
 records its test metrics, dev-LL history, wall times and the process's peak resident set size
 during it (Linux VmHWM, reset before each run; it includes the interpreter, torch and the loaded
-data). <out>/meta.json records the settings, machine, versions and seeds; a rerun with other
-settings is refused. `benchmarks/tpp_report.py` writes the tables and plots.
+data). <out>/meta.json records the settings, machine, versions and every seed run; a rerun
+with other settings is refused. `benchmarks/tpp_report.py` writes the tables and plots.
 
     python benchmarks/bench_tpp.py --out benchmarks/results/tpp [--quick] [--max-runs N]
 """
@@ -381,9 +381,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     plain = json.loads(json.dumps(asdict(settings)))
     check_meta(args.out, plain)
-    meta = {"settings": plain, "seeds": args.seeds, "data_seed": args.data_seed,
-            "machine": machine(), "versions": versions()}
-    write_json(meta, args.out / "meta.json")
+    meta_path = args.out / "meta.json"
+    before = json.loads(meta_path.read_text())["seeds"] if meta_path.exists() else []
+    meta = {"settings": plain, "seeds": sorted({*before, *args.seeds}),
+            "data_seed": args.data_seed, "machine": machine(), "versions": versions()}
+    write_json(meta, meta_path)
     todo = [s for s in plan(args.datasets, args.sizes, args.models, args.decoders, args.seeds)
             if not run_path(args.out, s).exists()][: args.max_runs]
     loaded: dict[str, Data] = {}
