@@ -252,12 +252,8 @@ def test_smollm2_is_a_pretrained_model(smollm2: lcm.LoadedModel) -> None:
 
 
 @pytest.mark.integration
-def test_smollm2_reload_is_fast_and_identical(smollm2: lcm.LoadedModel) -> None:
-    import time
-
-    start = time.perf_counter()
+def test_smollm2_reload_is_identical(smollm2: lcm.LoadedModel) -> None:
     again = lcm.load_model("smollm2-135m")
-    assert time.perf_counter() - start < 10  # measured under 1 s on an idle 2-core machine
     assert again.weights_hash == smollm2.weights_hash
     a, b = smollm2.model.state_dict(), again.model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from scipy.integrate import quad
@@ -76,9 +74,7 @@ def test_gradient_matches_finite_differences(sim: EventDataset) -> None:
 def test_fit_recovers_parameters(beta: float | None) -> None:
     ds = simulate_dataset(TRUE, 16, 120.0, seed=3)
     assert 4000 < ds.n_events < 6500
-    start = time.perf_counter()
     fitted = hawkes.fit(ds, beta=beta)
-    assert time.perf_counter() - start < 20
     np.testing.assert_allclose(fitted.mu, TRUE.mu, rtol=0.25)
     np.testing.assert_allclose(fitted.alpha, TRUE.alpha, rtol=0.25)
     assert fitted.beta == pytest.approx(TRUE.beta, rel=0.25)
