@@ -101,6 +101,11 @@ def test_tpp_benchmark_runs_every_planned_run_reports_and_skips_finished_ones(
     assert curve["sizes"] == [0.25, 1.0, 4.0] and len(curve["curves"]) == 9  # 8 models + fit
     goal = report["target"]
     assert goal["required_gap"] == -0.02 and goal["met"] == (goal["gap"] >= -0.02)
+    neural = [r for r in report["datasets"]["hawkes-sim"]["rows"] if r["dev_ll_per_event"]]
+    chosen = max(neural, key=lambda r: r["dev_ll_per_event"]["mean"])  # on dev, not on test
+    assert (goal["model"], goal["decoder"], goal["size"]) == (
+        chosen["model"], chosen["decoder"], chosen["size"])
+    assert goal["ll_per_event"] == chosen["ll_per_event"]["mean"]
     markdown = (out / "tpp_report.md").read_text()
     assert "**Target**" in markdown and ("**met**" in markdown or "**MISSED**" in markdown)
     assert "## Learning curve" in markdown and "## ridgecrest" in markdown
