@@ -54,14 +54,17 @@ bench-tpp: setup
 	$(BIN)/python benchmarks/bench_tpp_protocols.py --out benchmarks/results/tpp-protocols
 	$(BIN)/python benchmarks/tpp_report.py --out benchmarks/results/tpp
 
-# Card-guided LoRA vs all layers, fixed strategies and KappaTune (resumable: rerun to continue;
-# BENCH_ARGS="--max-runs 5" for a sitting's worth).
 # Card measurement time and memory against model size, fitted and extrapolated (resumable).
 bench-scale: fetch
 	$(BIN)/python benchmarks/bench_scale.py --out benchmarks/results/scale
 
+# Card-guided LoRA vs all layers, fixed strategies and KappaTune (resumable: rerun to continue;
+# BENCH_ARGS="--max-runs 5" for a sitting's worth), then the runs' layer sets' training steps
+# timed interleaved against the card's cost prediction (resumable).
 bench-placement: fetch
 	$(BIN)/python benchmarks/bench_placement.py --out benchmarks/results/placement $(BENCH_ARGS)
+	$(BIN)/python benchmarks/bench_step_cost.py --out benchmarks/results/step-cost \
+		--placement benchmarks/results/placement
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

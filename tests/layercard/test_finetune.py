@@ -182,6 +182,29 @@ def test_placement_benchmark_resumes_and_reports(tiny_model: Path, tiny_task: Pa
     latest = {p.name for p in runs.glob("*-seed0.json")} - set(now)
     assert latest == {"kappa-k8-seed0.json"}  # the first strategy asked for, before random
 
+    cost = tmp_path / "step-cost"  # the same runs' layer sets, timed interleaved
+    cost_cmd = [sys.executable, str(script.with_name("bench_step_cost.py")), "--quick", "--quiet",
+                "--model", str(tiny_model), "--tasks", str(tiny_task), "--max-length", "32",
+                "--placement", str(out), "--out", str(cost)]
+    proc = subprocess.run(cost_cmd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["run"]: r for r in json.loads((cost / "step_cost.json").read_text())[0]["rows"]}
+    assert set(rows) == {p.stem for p in runs.glob("*-seed0.json")} - {"kappa-k8-seed0"}
+    assert rows["all-seed0"]["measured_ratio"] == 1.0
+    assert rows["all-seed0"]["predicted_ratio"] == pytest.approx(1.0)
+    assert all(r["step_seconds"] > 0 for r in rows.values())
+    timed = cost / "runs" / "reviews" / "round-0.json"
+    stamp = timed.stat().st_mtime_ns
+    proc = subprocess.run(cost_cmd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert timed.stat().st_mtime_ns == stamp  # the finished round is skipped
+    extra = json.loads((runs / "middle-k8-seed0.json").read_text()) | {"layers": [2]}
+    (runs / "extra-k1-seed0.json").write_text(json.dumps(extra))  # a run added since
+    proc = subprocess.run(cost_cmd, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert set(json.loads(timed.read_text())["seconds"]) == {*rows, "extra-k1-seed0"}
+    assert "| extra-k1-seed0 | 2 |" in (cost / "step_cost.md").read_text()
+
 
 def test_auto_builds_a_card_once_and_follows_its_placement(tiny_model: Path, tiny_task: Path,
                                                            tmp_path: Path) -> None:
