@@ -59,8 +59,6 @@ def layer_sets(placement: Path, task: str, seed: int) -> dict[str, dict]:
         if "layers" not in run or run["modules"] is not None:
             continue
         sets[path.stem] = {"layers": run["layers"], "train_cpu_seconds": run["train_cpu_seconds"]}
-    if f"all-seed{seed}" not in sets:
-        raise SystemExit(f"error: {placement / 'runs' / task}: no all-layer run at seed {seed}")
     return sets
 
 
@@ -238,14 +236,14 @@ def main() -> None:
             "machine": asdict(machine_info()), "versions": library_versions(),
             "python": platform.python_version()}
     names = {t: data.load_task(t).name for t in args.tasks}  # the placement runs' folder names
-    tasks = [t for t in args.tasks if (args.placement / "runs" / names[t]).is_dir()]
-    if not tasks:
-        raise SystemExit(f"error: --placement {args.placement}: no runs of {args.tasks}")
     loaded = None
     results = []
-    for task in tasks:
+    for task in args.tasks:
         name = names[task]
         sets = layer_sets(args.placement, name, args.seed)
+        if f"all-seed{args.seed}" not in sets:  # nothing to compare with yet
+            print(f"{name}: no all-layer placement run at seed {args.seed} yet; skipped")
+            continue
         todo = [i for i in range(args.rounds)
                 if finished_round(args.out / "runs" / name / f"round-{i}.json", sets) is None]
         if todo and loaded is None:
@@ -267,6 +265,9 @@ def main() -> None:
                        json.dumps(record, indent=2) + "\n")
         results.append(report(args.out, name, sets, args.placement / "cards" / name /
                               "card.json", args.seed, args.budget))
+    if not results:
+        raise SystemExit(f"error: --placement {args.placement}: no all-layer run at seed "
+                         f"{args.seed} of {args.tasks}")
     write_text(args.out / "meta.json", json.dumps(meta, indent=2) + "\n")
     write_text(args.out / "step_cost.json", json.dumps(results, indent=2) + "\n")
     write_text(args.out / "step_cost.md", _markdown(results, meta))
