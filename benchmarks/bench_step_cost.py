@@ -58,7 +58,8 @@ def layer_sets(placement: Path, task: str, seed: int) -> dict[str, dict]:
         run = json.loads(path.read_text())
         if "layers" not in run or run["modules"] is not None:
             continue
-        sets[path.stem] = {"layers": run["layers"], "train_cpu_seconds": run["train_cpu_seconds"]}
+        sets[path.stem] = {"layers": run["layers"], "train_cpu_seconds": run["train_cpu_seconds"],
+                           "strategy": run["strategy"], "k": run["k"]}
     return sets
 
 
@@ -102,10 +103,30 @@ def finished_round(path: Path, sets: dict[str, dict]) -> dict | None:
     return record if set(sets) <= set(record["seconds"]) else None
 
 
-def report(out: Path, task: str, sets: dict[str, dict], card_path: Path, seed: int,
+def budget_target(rows: list[dict], placement: Path, task: str, budget: float) -> dict | None:
+    """The placement benchmark's target (b) judged by interleaved step time: the budget choice
+    fits the budget and its metric (the placement report's mean over seeds) is at least that of
+    every set that fits; None before the budget run and the placement report exist."""
+    path = placement / "placement_report.json"
+    chosen = next((r for r in rows if r["strategy"] == "budget"), None)
+    if chosen is None or not path.exists():
+        return None
+    metrics = {(m["strategy"], m["k"]): m["mean"]
+               for t in json.loads(path.read_text()) if t["task"] == task for m in t["rows"]
+               if m["card_task"] == task}
+    fitting = [r for r in rows if r is not chosen and r["measured_ratio"] <= budget]
+    mean = metrics[("budget", chosen["k"])]
+    return {"budget_ratio": chosen["measured_ratio"], "budget_metric": mean,
+            "fitting": {r["run"]: metrics[(r["strategy"], r["k"])] for r in fitting},
+            "met": chosen["measured_ratio"] <= budget
+            and all(mean >= metrics[(r["strategy"], r["k"])] for r in fitting)}
+
+
+def report(out: Path, task: str, sets: dict[str, dict], placement: Path, seed: int,
            budget: float) -> dict:
     """Step time per set over the finished rounds, its ratio to all layers within each round
     (mean ± std over rounds), the card's predicted ratio, the whole runs' ratio, the budget."""
+    card_path = placement / "cards" / task / "card.json"
     rounds = [r for p in sorted((out / "runs" / task).glob("round-*.json"))
               if (r := finished_round(p, sets)) is not None]
     card = read_card(card_path)
@@ -119,7 +140,7 @@ def report(out: Path, task: str, sets: dict[str, dict], card_path: Path, seed: i
         ratios = [np.mean(r["seconds"][name]) / np.mean(r["seconds"][all_name]) for r in rounds]
         run_cpu, all_cpu = info["train_cpu_seconds"], sets[all_name]["train_cpu_seconds"]
         rows.append({
-            "run": name, "layers": info["layers"],
+            "run": name, "strategy": info["strategy"], "k": info["k"], "layers": info["layers"],
             "step_seconds": float(np.mean([t for r in rounds for t in r["seconds"][name]])),
             "measured_ratio": float(np.mean(ratios)),
             "measured_ratio_std": float(np.std(ratios, ddof=1)) if len(ratios) > 1 else None,
@@ -141,6 +162,7 @@ def report(out: Path, task: str, sets: dict[str, dict], card_path: Path, seed: i
                        for kind in ("measured_ratio", "predicted_ratio", "run_ratio")},
         "load_average": [r["load_average"] for r in rounds],
     }
+    result["target_b"] = budget_target(rows, placement, task, budget)
     _plot(result, out / f"step_cost_{task}.png")
     return result
 
@@ -198,6 +220,13 @@ def _markdown(results: list[dict], meta: dict) -> str:
         lines += ["", f"Sets within the budget {r['budget']} of all layers' time:"]
         lines += [f"- by {kind.replace('_', ' ')}: {', '.join(names) or 'none'}"
                   for kind, names in r["fit_budget"].items()]
+        if (goal := r["target_b"]) is not None:
+            others = ", ".join(f"{n} {v:.4f}" for n, v in goal["fitting"].items()) or "none"
+            verdict = "met" if goal["met"] else "MISSED"
+            lines += ["", f"Target (b) by interleaved step time: **{verdict}**: the budget "
+                      f"choice takes {goal['budget_ratio']:.2f} of all layers' step "
+                      f"time (budget {r['budget']}), metric {goal['budget_metric']:.4f}; the "
+                      f"other sets that fit: {others}."]
         lines += ["", f"![{r['task']}](step_cost_{r['task']}.png)", ""]
     return "\n".join(lines)
 
@@ -263,8 +292,7 @@ def main() -> None:
                       "load_average": [start_load[0], os.getloadavg()[0]]}
             write_text(args.out / "runs" / name / f"round-{i}.json",
                        json.dumps(record, indent=2) + "\n")
-        results.append(report(args.out, name, sets, args.placement / "cards" / name /
-                              "card.json", args.seed, args.budget))
+        results.append(report(args.out, name, sets, args.placement, args.seed, args.budget))
     if not results:
         raise SystemExit(f"error: --placement {args.placement}: no all-layer run at seed "
                          f"{args.seed} of {args.tasks}")
