@@ -152,8 +152,14 @@ def report(out: Path, task: str, sets: dict[str, dict], placement: Path, seed: i
     errors = [r["predicted_ratio"] / r["measured_ratio"] - 1 for r in others]
     rho = spearmanr([r["predicted_ratio"] for r in others],
                     [r["measured_ratio"] for r in others]).statistic if len(others) > 2 else None
+    same: dict[tuple[int, ...], list[dict]] = {}
+    for r in rows:
+        same.setdefault(tuple(r["layers"]), []).append(r)
     result = {
         "task": task, "rounds": len(rounds), "budget": budget, "rows": rows,
+        "identical_sets": [{"runs": [r["run"] for r in g],
+                            "measured_ratios": [r["measured_ratio"] for r in g]}
+                           for g in same.values() if len(g) > 1],
         "prediction_errors": {"max_abs": float(np.max(np.abs(errors))) if errors else None,
                               "mean": float(np.mean(errors)) if errors else None,
                               "spearman": None if rho is None else float(rho)},
@@ -217,6 +223,11 @@ def _markdown(results: list[dict], meta: dict) -> str:
             rho = "n/a" if e["spearman"] is None else f"{e['spearman']:+.2f}"
             lines += ["", f"Prediction / measurement − 1: mean {e['mean']:+.1%}, largest "
                       f"{e['max_abs']:.1%}; Spearman of predicted with measured ratio {rho}."]
+        for pair in r["identical_sets"]:  # the same layers under two names: the noise floor
+            lines += ["", "Identical layer sets (the measurement's own spread): "
+                      + ", ".join(f"{n} {v:.2f}" for n, v in zip(pair["runs"],
+                                                                  pair["measured_ratios"],
+                                                                  strict=True)) + "."]
         lines += ["", f"Sets within the budget {r['budget']} of all layers' time:"]
         lines += [f"- by {kind.replace('_', ' ')}: {', '.join(names) or 'none'}"
                   for kind, names in r["fit_budget"].items()]

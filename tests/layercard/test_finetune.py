@@ -193,6 +193,8 @@ def test_placement_benchmark_resumes_and_reports(tiny_model: Path, tiny_task: Pa
     assert rows["all-seed0"]["measured_ratio"] == 1.0
     assert rows["all-seed0"]["predicted_ratio"] == pytest.approx(1.0)
     assert all(r["step_seconds"] > 0 for r in rows.values())
+    (same,) = json.loads((cost / "step_cost.json").read_text())[0]["identical_sets"]
+    assert {"all-seed0", "middle-k8-seed0"} <= set(same["runs"])  # k = 8 of 3 layers: all of them
     timed = cost / "runs" / "reviews" / "round-0.json"
     stamp = timed.stat().st_mtime_ns
     proc = subprocess.run(cost_cmd, capture_output=True, text=True, check=False)
