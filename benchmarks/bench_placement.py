@@ -131,6 +131,13 @@ def one_run(args: argparse.Namespace, task: str, strategy: str, k: int, seed: in
     }
 
 
+def run_meta(args: argparse.Namespace) -> dict:
+    """meta.json of a layercard benchmark: its settings, machine, library versions, threads."""
+    return {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "machine": asdict(machine_info()), "versions": library_versions(),
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -166,10 +173,7 @@ def main() -> None:
     if args.quick:
         vars(args).update(QUICK)
     args.out.mkdir(parents=True, exist_ok=True)
-    meta = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "machine": asdict(machine_info()), "versions": library_versions(),
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
-    write_text(args.out / "meta.json", json.dumps(meta, indent=2) + "\n")
+    write_text(args.out / "meta.json", json.dumps(run_meta(args), indent=2) + "\n")
     names = {t: data.load_task(t).name for t in args.tasks}
     for task in args.tasks:
         base = args.out / "runs" / names[task] / "base.json"

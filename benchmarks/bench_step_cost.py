@@ -4,8 +4,8 @@ The placement benchmark's time targets compare whole training runs, each timed w
 jobs may have shared the cores, so a ratio between two runs also measures how the load changed.
 Here the layer sets of those runs (seed --seed, every strategy but KappaTune, whose modules
 differ) are timed in one process, interleaved: in each round every set trains one warm-up step
-and then one step on each of the same --batches training batches (batch 8, the placement runs'
-training rows and padding), in an order rotated from round to round, with the card's clock
+and then one step on each of the same --batches training batches (the placement runs' training
+rows, batch size and padding), in an order rotated from round to round, with the card's clock
 (`layercard.cost.step_clock`: process CPU time on CPU). Load drift then moves every set alike
 and cancels in the ratios. Per set the report gives the mean step time over rounds and batches
 and its ratio to all layers, next to the card's predicted ratio (its fitted cost model) and the
@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import random
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -35,18 +33,18 @@ from torch import nn
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from bench_placement import run_meta
 from commonio.atomic import atomic_write, write_text
 from layercard import data
-from layercard.build import library_versions, machine_info
 from layercard.codec import read_card
 from layercard.config import LoraSettings, TrainConfig
 from layercard.cost import step_clock
 from layercard.decide import cost_model
+from layercard.finetune import training_rows
 from layercard.models import load_model
 from layercard.training import lora_config, lora_training, optimizer_step
 
 QUICK = {"rounds": 1, "batches": 1, "train_examples": 16}
-BATCH_SIZE = 8  # the placement runs' per-device batch (layercard train's default)
 
 
 def layer_sets(placement: Path, task: str, seed: int) -> dict[str, dict]:
@@ -63,17 +61,16 @@ def layer_sets(placement: Path, task: str, seed: int) -> dict[str, dict]:
     return sets
 
 
-def training_batches(task: str, tokenizer: PreTrainedTokenizerBase, n: int, train_examples: int,
-                     max_length: int, seed: int) -> list[dict]:
-    """`n` batches of BATCH_SIZE rows drawn without replacement from the placement runs'
-    training rows (the first `train_examples` of the task's training split), padded alike."""
-    loaded = data.load_task(task, seed=seed)
-    rows = data.tokenize(loaded.train[:train_examples], tokenizer, max_length=max_length,
-                         add_eos=loaded.kind == "generation")
-    picked = random.Random(seed).sample(range(len(rows)), min(n * BATCH_SIZE, len(rows)))
+def training_batches(task: data.TaskData, tokenizer: PreTrainedTokenizerBase, n: int,
+                     config: TrainConfig) -> list[dict]:
+    """`n` batches of `config.batch_size` rows drawn without replacement (seeded by
+    `config.seed`) from the rows a placement run with `config` trains on, padded alike."""
+    rows = training_rows(task, tokenizer, config)
+    size = config.batch_size
+    picked = random.Random(config.seed).sample(range(len(rows)), min(n * size, len(rows)))
     pad = tokenizer.pad_token_id
-    return [data.pad_rows([rows[i] for i in picked[j:j + BATCH_SIZE]], pad)
-            for j in range(0, len(picked), BATCH_SIZE)]
+    return [data.pad_rows([rows[i] for i in picked[j:j + size]], pad)
+            for j in range(0, len(picked), size)]
 
 
 def time_round(model: nn.Module, sets: dict[str, dict], batches: list[dict], settings: LoraSettings,
@@ -133,7 +130,7 @@ def report(out: Path, task: str, sets: dict[str, dict], placement: Path, seed: i
     model = cost_model(card)
     if model is None:
         raise SystemExit(f"error: {card_path}: the card has no cost model")
-    everything = tuple(range(card.n_layers))
+    all_seconds = model.predict(range(card.n_layers))[0]
     all_name = f"all-seed{seed}"
     rows = []
     for name, info in sets.items():
@@ -144,7 +141,7 @@ def report(out: Path, task: str, sets: dict[str, dict], placement: Path, seed: i
             "step_seconds": float(np.mean([t for r in rounds for t in r["seconds"][name]])),
             "measured_ratio": float(np.mean(ratios)),
             "measured_ratio_std": float(np.std(ratios, ddof=1)) if len(ratios) > 1 else None,
-            "predicted_ratio": model.predict(info["layers"])[0] / model.predict(everything)[0],
+            "predicted_ratio": model.predict(info["layers"])[0] / all_seconds,
             "run_ratio": None if run_cpu is None or all_cpu is None else run_cpu / all_cpu,
         })
     rows.sort(key=lambda r: r["measured_ratio"])
@@ -272,14 +269,11 @@ def main() -> None:
     if args.quick:
         vars(args).update(QUICK)
     torch.set_num_threads(1)  # as the placement runs (OMP_NUM_THREADS=1)
-    meta = {"settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-            "machine": asdict(machine_info()), "versions": library_versions(),
-            "python": platform.python_version()}
-    names = {t: data.load_task(t).name for t in args.tasks}  # the placement runs' folder names
     loaded = None
     results = []
     for task in args.tasks:
-        name = names[task]
+        task_data = data.load_task(task, seed=args.seed)  # as a placement run at this seed
+        name = task_data.name  # the placement runs' folder name
         sets = layer_sets(args.placement, name, args.seed)
         if f"all-seed{args.seed}" not in sets:  # nothing to compare with yet
             print(f"{name}: no all-layer placement run at seed {args.seed} yet; skipped")
@@ -288,16 +282,16 @@ def main() -> None:
                 if finished_round(args.out / "runs" / name / f"round-{i}.json", sets) is None]
         if todo and loaded is None:
             loaded = load_model(args.model)
-        if todo:
-            batches = training_batches(task, loaded.tokenizer, args.batches, args.train_examples,
-                                       args.max_length, args.seed)
-            settings = TrainConfig(model=args.model, task=task).lora_settings()  # the runs'
+        if todo:  # the placement runs' training config (LoRA settings, batch size, rows)
+            config = TrainConfig(model=args.model, task=task, train_examples=args.train_examples,
+                                 max_length=args.max_length, seed=args.seed)
+            batches = training_batches(task_data, loaded.tokenizer, args.batches, config)
         for i in tqdm(todo, desc=f"step cost {name}", disable=not args.progress):
             runs = list(sets)
             shift = i % len(runs)
             order = runs[shift:] + runs[:shift]
             start_load = os.getloadavg()
-            seconds = time_round(loaded.model, sets, batches, settings,
+            seconds = time_round(loaded.model, sets, batches, config.lora_settings(),
                                  order if i % 2 == 0 else order[::-1], args.seed)
             record = {"round": i, "order": order, "seconds": seconds,
                       "load_average": [start_load[0], os.getloadavg()[0]]}
@@ -307,6 +301,7 @@ def main() -> None:
     if not results:
         raise SystemExit(f"error: --placement {args.placement}: no all-layer run at seed "
                          f"{args.seed} of {args.tasks}")
+    meta = run_meta(args)
     write_text(args.out / "meta.json", json.dumps(meta, indent=2) + "\n")
     write_text(args.out / "step_cost.json", json.dumps(results, indent=2) + "\n")
     write_text(args.out / "step_cost.md", _markdown(results, meta))

@@ -20,11 +20,17 @@ import time
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from peft import LoraConfig, get_peft_model
 from peft.helpers import KappaTuneSelector
-from transformers import PrinterCallback, Trainer, TrainingArguments
+from transformers import (
+    PreTrainedTokenizerBase,
+    PrinterCallback,
+    Trainer,
+    TrainingArguments,
+)
 
 from commonio.atomic import write_text
 from layercard import data
@@ -192,6 +198,14 @@ def peak_memory() -> tuple[int, str]:
     return int(rss if sys.platform == "darwin" else rss * 1024), "process-max-rss"
 
 
+def training_rows(task: data.TaskData, tokenizer: PreTrainedTokenizerBase,
+                  config: TrainConfig) -> list[dict[str, Any]]:
+    """The tokenized rows a run trains on: the first `config.train_examples` of the training
+    split (eos appended for generation tasks, so the model learns to stop)."""
+    return data.tokenize(task.train[: config.train_examples], tokenizer,
+                         max_length=config.max_length, add_eos=task.kind == "generation")
+
+
 def train(config: TrainConfig, out: str | Path) -> TrainSummary:
     """Fine-tune `config.model` on `config.task` with LoRA on the chosen layers (see module doc)."""
     config.validate()
@@ -203,8 +217,7 @@ def train(config: TrainConfig, out: str | Path) -> TrainSummary:
     task = data.load_task(config.task, seed=config.seed)
     loaded = load_model(config.model)
     data.check_lengths(task, loaded.tokenizer, config.max_length)
-    rows = data.tokenize(task.train[: config.train_examples], loaded.tokenizer,
-                         max_length=config.max_length, add_eos=task.kind == "generation")
+    rows = training_rows(task, loaded.tokenizer, config)
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "train_config.json", json.dumps(record, indent=2) + "\n")
     choice, card_seconds = choose(config, loaded, out)
