@@ -41,6 +41,7 @@ import platform
 import resource
 import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,6 +79,8 @@ GL_NODES = 16  # neuraltpp's default Gauss-Legendre nodes per interval
 GL_CHECK_NODES = 64  # a finer rule, to show the 16-node compensator has converged
 NEURALTPP_RUNS = REPO / "benchmarks" / "results" / "tpp"
 TAG = "[easytpp-peer]"
+SAME_RUN = "thp-thp, same run"  # neuraltpp's THP timed beside EasyTPP's (run_neuraltpp_thp)
+BENCH_TPP_GAP_LOSS = 0.01  # bench_tpp.py's default --gap-loss (per mean squared training gap)
 
 CONVENTIONS = {
     "neuraltpp": (
@@ -137,21 +140,21 @@ def settings_of(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": DATASET, "data_seed": args.data_seed, "epochs": args.epochs, "lr": args.lr,
         "batch_size": args.batch_size, "seed": args.seed, "train_sequences": args.train_sequences,
         "eval_sequences": args.eval_sequences, "data_format": args.data_format,
-        "easytpp_model_config": model_configs(), "shuffle": True, "optimizer": "adam",
+        "easytpp_model_config": model_configs(args.dropout), "shuffle": True, "optimizer": "adam",
         "loss_integral_num_sample_per_step": 20, "use_mc_samples": True,
     }
 
 
-def model_configs() -> dict[str, dict[str, Any]]:
+def model_configs(dropout: float = 0.1) -> dict[str, dict[str, Any]]:
     """EasyTPP model_config per model, mapped from neuraltpp's ModelConfig defaults (d_model 64,
-    2 layers, 4 heads, d_ff 128, dropout 0.1)."""
+    2 layers, 4 heads, d_ff 128), THP with ``dropout`` (neuraltpp's default 0.1)."""
     common = {"hidden_size": 64, "loss_integral_num_sample_per_step": 20,
               "use_mc_samples": True, "thinning": None}
     return {
         # THP: hidden_size = d_model; its feed-forward is d_model -> 2 d_model -> d_model, so
         # the inner width is 128 = d_ff. time_emb_size and use_ln are read but unused by THP.
         "THP": {**common, "time_emb_size": 64, "num_layers": 2, "num_heads": 4,
-                "dropout_rate": 0.1, "use_ln": False},
+                "dropout_rate": dropout, "use_ln": False},
         # NHP: one continuous-time LSTM of hidden_size (layers, heads, dropout do not apply).
         "NHP": {**common, "num_layers": 1, "dropout_rate": 0.0},
     }
@@ -225,21 +228,27 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def write_data(settings: dict[str, Any], directory: Path) -> dict[str, Any]:
-    """Write the dataset's splits as EasyTPP 0.3.0 reads them (JSON records or NHP pickles:
-    time_since_start, time_since_last_event (0 for the first event), type_event, dim_process)
-    plus the test split's sequences and windows for the convention evaluation; their summary."""
+def load_data(settings: dict[str, Any]) -> dict[str, Any]:
+    """The dataset's train/dev/test splits (EventDataset), cut to the settings' sizes."""
     import dataclasses
 
     from neuraltpp.builtin import load_splits
-    from neuraltpp.data.easytpp import write_easytpp_json
-    from neuraltpp.data.nhp import write_pickle
 
     splits = load_splits(DATASET, seed=settings["data_seed"])
     limits = {"train": settings["train_sequences"], "dev": settings["eval_sequences"],
               "test": settings["eval_sequences"]}
-    splits = {s: dataclasses.replace(ds, sequences=ds.sequences[: limits[s]])
-              for s, ds in splits.items()}
+    return {s: dataclasses.replace(ds, sequences=ds.sequences[: limits[s]])
+            for s, ds in splits.items()}
+
+
+def write_data(settings: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """Write the dataset's splits as EasyTPP 0.3.0 reads them (JSON records or NHP pickles:
+    time_since_start, time_since_last_event (0 for the first event), type_event, dim_process)
+    plus the test split's sequences and windows for the convention evaluation; their summary."""
+    from neuraltpp.data.easytpp import write_easytpp_json
+    from neuraltpp.data.nhp import write_pickle
+
+    splits = load_data(settings)
     directory.mkdir(parents=True, exist_ok=True)
     ext = settings["data_format"]
     if ext == "json":
@@ -290,9 +299,13 @@ def load_results(path: Path, settings: dict[str, Any], overwrite: bool) -> dict[
 
 def neuraltpp_reference(settings: dict[str, Any]) -> dict[str, Any] | None:
     """neuraltpp's test LL and time per epoch on the same data and settings, from
-    bench_tpp.py's finished runs (training size x1, seed 0); None when they do not match."""
+    bench_tpp.py's finished runs (training size x1, seed 0); None when they do not match (a THP
+    dropout other than neuraltpp's default included)."""
+    from neuraltpp.models import ModelConfig
+
     meta_path = NEURALTPP_RUNS / "meta.json"
-    if not meta_path.exists():
+    if (not meta_path.exists()
+            or settings["easytpp_model_config"]["THP"]["dropout_rate"] != ModelConfig().dropout):
         return None
     meta = json.loads(meta_path.read_text())["settings"]
     same = {"epochs": settings["epochs"], "lr": settings["lr"],
@@ -328,33 +341,80 @@ def neuraltpp_thp_parameters() -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
+def run_neuraltpp_thp(settings: dict[str, Any]) -> dict[str, Any]:
+    """neuraltpp's THP trained and scored in this process right after EasyTPP's THP, on the
+    same splits with bench_tpp.py's recipe (its default gap-loss weight, one torch thread) and
+    EasyTPP THP's dropout, so that both epochs are timed under the same load of the machine."""
+    import torch
+
+    from bench_tpp import mean_squared_gap
+    from neuraltpp.evaluation import evaluate
+    from neuraltpp.training import TrainConfig, train
+
+    splits = load_data(settings)
+    dropout = settings["easytpp_model_config"]["THP"]["dropout_rate"]
+    config = TrainConfig(
+        model="thp", model_config={"dropout": dropout}, lr=settings["lr"],
+        epochs=settings["epochs"], batch_size=settings["batch_size"], seed=settings["seed"],
+        gap_loss_weight=BENCH_TPP_GAP_LOSS / mean_squared_gap(splits["train"]),
+    )
+    torch.set_num_threads(1)
+    log(f"neuraltpp THP: training {settings['epochs']} epoch(s) in this process")
+    load_before = os.getloadavg()
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="easytpp-peer-neuraltpp-") as work:
+        result = train(config, splits["train"], splits["dev"], work, resume=False,
+                       progress=False)
+    train_seconds = time.perf_counter() - start
+    metrics = evaluate(result.model, splits["test"], config.likelihood)
+    epochs = [r for r in result.history if r.epoch > 0]
+    return {
+        "train_config": config.to_dict(), "best_epoch": result.best_epoch,
+        "parameters": sum(p.numel() for p in result.model.parameters() if p.requires_grad),
+        "test_ll_per_event": metrics.likelihood.ll_per_event,
+        "timing": {
+            "seconds_per_epoch": sum(r.seconds for r in epochs) / max(len(epochs), 1),
+            "cpu_seconds_per_epoch": sum(r.cpu_seconds for r in epochs) / max(len(epochs), 1),
+            "train_seconds": train_seconds,
+            "eval_seconds": time.perf_counter() - start - train_seconds,
+        },
+        "load_average_1_5_15": {"before": list(load_before), "after": list(os.getloadavg())},
+    }
+
+
 def comparison(results: dict[str, Any]) -> dict[str, Any] | None:
     """neuraltpp against EasyTPP under one convention (neuraltpp's) and per epoch, where both
-    sides have results; the ratios issue 12 sets targets on."""
-    ref, models = results.get("neuraltpp_reference"), results["models"]
-    if not ref or not models:
+    sides have results; the ratios issue 12 sets targets on. Times come from the same run
+    (`run_neuraltpp_thp`), likelihoods also from bench_tpp's runs."""
+    ref, models, same = (results.get("neuraltpp_reference"), results["models"],
+                         results.get("neuraltpp_same_run"))
+    ours = {k: v["test_ll_per_event"] for k, v in (ref or {}).get("runs", {}).items()
+            if k not in ("truth", "hawkes-fit")}
+    if same:
+        ours[SAME_RUN] = same["test_ll_per_event"]
+    if not ours or not models:
         return None
-    ours = {k: v for k, v in ref["runs"].items() if k not in ("truth", "hawkes-fit")}
-    if not ours:
-        return None
-    best_ours = max(ours, key=lambda k: ours[k]["test_ll_per_event"])
+    best_ours = max(ours, key=lambda k: ours[k])
     theirs = {k: m["test_conventions"]["neuraltpp"]["ll_per_event"] for k, m in models.items()}
     best_theirs = max(theirs, key=lambda k: theirs[k])
     out: dict[str, Any] = {
-        "best_neuraltpp": best_ours, "best_neuraltpp_ll": ours[best_ours]["test_ll_per_event"],
+        "best_neuraltpp": best_ours, "best_neuraltpp_ll": ours[best_ours],
         "best_easytpp": best_theirs, "best_easytpp_ll": theirs[best_theirs],
-        "ll_difference": ours[best_ours]["test_ll_per_event"] - theirs[best_theirs],
+        "ll_difference": ours[best_ours] - theirs[best_theirs],
     }
-    thp, their_thp = ours.get("thp-thp"), models.get("THP")
-    if thp and their_thp and thp["seconds_per_epoch"]:
-        t = their_thp["timing"]
+    if same and "THP" in models:
+        t, ours_t = models["THP"]["timing"], same["timing"]
         out |= {
-            "thp_speedup_vs_train_dev": t["train_dev_seconds_per_epoch"] / thp["seconds_per_epoch"],
-            "thp_speedup_vs_train_pass": t["train_seconds_per_epoch"] / thp["seconds_per_epoch"],
-            "thp_whole_run_neuraltpp_seconds": thp["train_seconds"] + thp["eval_seconds"],
+            "thp_speedup_vs_train_dev": t["train_dev_seconds_per_epoch"]
+            / ours_t["seconds_per_epoch"],
+            "thp_speedup_vs_train_pass": t["train_seconds_per_epoch"]
+            / ours_t["seconds_per_epoch"],
+            "thp_cpu_speedup_vs_train_pass": t["train_cpu_seconds_per_epoch"]
+            / ours_t["cpu_seconds_per_epoch"],
+            "thp_whole_run_neuraltpp_seconds": ours_t["train_seconds"] + ours_t["eval_seconds"],
             "thp_whole_run_easytpp_seconds": t["whole_run_seconds"],
         }
-    if "truth" in ref["runs"]:
+    if ref and "truth" in ref["runs"]:
         out["truth_ll"] = ref["runs"]["truth"]["test_ll_per_event"]
     return out
 
@@ -381,8 +441,8 @@ def _label(name: str) -> str:
 
 
 def _load_range(results: dict[str, Any]) -> str:
-    loads = [v[0] for m in results["models"].values()
-             for v in m["load_average_1_5_15"].values()]
+    runs = [*results["models"].values(), *filter(None, [results.get("neuraltpp_same_run")])]
+    loads = [v[0] for m in runs for v in m["load_average_1_5_15"].values()]
     return f"{min(loads):.1f}–{max(loads):.1f}" if loads else "–"
 
 
@@ -428,6 +488,10 @@ def render_markdown(results: dict[str, Any]) -> str:
             best = "–" if r["best_epoch"] is None else r["best_epoch"]
             lines.append(f"| {_label(name)} | {params} | {best} | | | | "
                          f"{_f(r['test_ll_per_event'])} |")
+    same = results.get("neuraltpp_same_run")
+    if same:
+        lines.append(f"| neuraltpp {SAME_RUN} | {same['parameters']} | {same['best_epoch']} "
+                     f"| | | | {_f(same['test_ll_per_event'])} |")
     lines += [
         "",
         "EasyTPP reports: its `loglike` on the test split with the best-dev checkpoint "
@@ -469,6 +533,11 @@ def render_markdown(results: dict[str, Any]) -> str:
                 continue
             lines.append(f"| {_label(name)} | | {_f(r['seconds_per_epoch'], 2)} | | "
                          f"{_f(r['train_seconds'], 1)} | (+ test {_f(r['eval_seconds'], 1)}) |")
+    if same:
+        t = same["timing"]
+        lines.append(f"| neuraltpp {SAME_RUN} | | {_f(t['seconds_per_epoch'], 2)} "
+                     f"({_f(t['cpu_seconds_per_epoch'], 2)}) | | {_f(t['train_seconds'], 1)} "
+                     f"| (+ test {_f(t['eval_seconds'], 1)}) |")
     lines += [
         "",
         "Seconds per epoch are means over the epochs, wall time measured inside the EasyTPP "
@@ -485,15 +554,17 @@ def render_markdown(results: dict[str, Any]) -> str:
     if cmp and "thp_speedup_vs_train_dev" in cmp:
         lines += [
             "",
-            "THP per epoch: EasyTPP's epoch (training pass + dev pass + checkpoint) takes "
-            f"{cmp['thp_speedup_vs_train_dev']:.2f}x neuraltpp's `seconds_per_epoch` (same "
-            f"scope), its training pass alone {cmp['thp_speedup_vs_train_pass']:.2f}x (issue 12 "
-            "target: neuraltpp >= 4x faster). Whole THP run: neuraltpp "
-            f"{cmp['thp_whole_run_neuraltpp_seconds']:.1f} s (bench_tpp's training with dev "
-            "selection + test metrics with predictions; no interpreter start-up or data "
-            f"loading) against EasyTPP {cmp['thp_whole_run_easytpp_seconds']:.1f} s (its "
-            "process, start-up and data loading included). The two were measured at different "
-            "times under different loads of this shared machine.",
+            f"THP per epoch, timed in the same run (neuraltpp's THP `{SAME_RUN}` trained in "
+            "this process right after EasyTPP's, with bench_tpp's recipe and the same "
+            "dropout): EasyTPP's epoch (training pass + dev pass + checkpoint) takes "
+            f"{cmp['thp_speedup_vs_train_dev']:.2f}x neuraltpp's epoch (training pass, dev pass "
+            f"and best.pt), its training pass alone {cmp['thp_speedup_vs_train_pass']:.2f}x "
+            f"({cmp['thp_cpu_speedup_vs_train_pass']:.2f}x in CPU time; issue 12 target: "
+            "neuraltpp >= 4x faster). Whole THP run: neuraltpp "
+            f"{cmp['thp_whole_run_neuraltpp_seconds']:.1f} s (training with dev selection + "
+            "test metrics with predictions; no interpreter start-up or data loading) against "
+            f"EasyTPP {cmp['thp_whole_run_easytpp_seconds']:.1f} s (its process, start-up and "
+            "data loading included).",
         ]
     lines += [
         "",
@@ -595,7 +666,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=40)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seed", type=int, default=0, help="EasyTPP's trainer seed")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="EasyTPP's trainer seed and neuraltpp's training seed")
+    parser.add_argument("--dropout", type=float, default=0.1,
+                        help="dropout of both THPs (EasyTPP's dropout_rate; neuraltpp's default "
+                        "0.1); with another value bench_tpp's runs are not shown beside them")
     parser.add_argument("--data-seed", type=int, default=0,
                         help=f"seed of the {DATASET} simulation (bench_tpp.py's --data-seed)")
     parser.add_argument("--data-format", choices=("json", "pkl"), default="json",
@@ -642,6 +717,8 @@ def main() -> None:
     json_path = args.out / "easytpp_peer.json"
     results = load_results(json_path, settings, args.overwrite)
     todo = [m for m in args.models if args.overwrite or m not in results["models"]]
+    if "THP" in args.models and ("THP" in todo or "neuraltpp_same_run" not in results):
+        todo = [m for m in todo if m != "THP"] + ["THP"]  # neuraltpp's THP is timed right after it
     if not todo:
         log(f"every requested model is in {json_path} (use --overwrite to rerun)")
     freeze = ensure_venv(args.venv, args.python)
@@ -672,6 +749,10 @@ def main() -> None:
         log(f"{name}: test LL/event {m['test_ll_per_event']:.4f} (EasyTPP), "
             f"{m['test_conventions']['neuraltpp']['ll_per_event']:.4f} (neuraltpp convention); "
             f"{m['timing']['train_seconds_per_epoch']:.2f} s/epoch training pass")
+        if name == "THP":
+            results["neuraltpp_same_run"] = run_neuraltpp_thp(settings)
+            results["comparison"] = comparison(results)
+            write_outputs(results, args.out)
     results["comparison"] = comparison(results)
     write_outputs(results, args.out)
     log(f"wrote {json_path} and {json_path.with_suffix('.md')}")

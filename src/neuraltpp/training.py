@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import math
 import random
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,13 +103,18 @@ class TrainConfig:
 
 @dataclass
 class EpochRecord:
-    """Per-epoch summary: mean training loss and dev log-likelihood per event."""
+    """Per-epoch summary: mean training loss, dev log-likelihood per event, and the epoch's
+    wall and process CPU seconds (training pass, dev pass and best.pt; epoch 0: the dev pass;
+    not last.pt, which holds the record). Times are measurements, not results: records
+    compare equal without them."""
 
     epoch: int
     train_loss: float | None  # None for epoch 0 (the untrained model)
     train_ll_per_event: float | None
     dev_ll_per_event: float
     dev_n_events: int
+    seconds: float | None = field(default=None, compare=False)  # None: not recorded (old runs)
+    cpu_seconds: float | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -176,6 +182,16 @@ def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.O
     """Adam(W) over the model's trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
     return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+class _Clock:
+    """Wall and process CPU seconds since it was made (one epoch's time in the history)."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+    def __call__(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
 def epoch_batch_seed(seed: int, epoch: int) -> int:
@@ -507,10 +523,11 @@ def train(
         state = _restore(resumed, model, optimizer, acc.process_index)
     else:
         seed_everything(config.seed)
+        clock = _Clock()
         dev = dataset_log_likelihood(model, dev_ds, config.likelihood, config.eval_batch_size)
-        state.history.append(EpochRecord(0, None, None, dev.ll_per_event, dev.n_events))
         state.best_dev_ll_per_event = dev.ll_per_event
         best_state = keep_best()
+        state.history.append(EpochRecord(0, None, None, dev.ll_per_event, dev.n_events, *clock()))
         _save_last(last_path, model, optimizer, config, num_types, state, fingerprint, acc)
 
     bar = tqdm(
@@ -521,13 +538,13 @@ def train(
     )
     while state.epoch < config.epochs and not state.stopped_early:
         epoch = state.epoch + 1
+        clock = _Clock()
         loss, train_ll = train_epoch(
             module, optimizer, train_ds, config, epoch, acc, progress=progress and main
         )
         dev = dataset_log_likelihood(model, dev_ds, config.likelihood, config.eval_batch_size)
         if not math.isfinite(dev.ll_per_event):
             raise TrainingDiverged(epoch, None, f"dev log-likelihood {dev.ll_per_event}")
-        state.history.append(EpochRecord(epoch, loss, train_ll, dev.ll_per_event, dev.n_events))
         state.epoch = epoch
         if dev.ll_per_event > state.best_dev_ll_per_event:
             state.best_epoch, state.best_dev_ll_per_event = epoch, dev.ll_per_event
@@ -538,6 +555,9 @@ def train(
             state.stopped_early = (
                 config.patience is not None and state.bad_epochs >= config.patience
             )
+        state.history.append(
+            EpochRecord(epoch, loss, train_ll, dev.ll_per_event, dev.n_events, *clock())
+        )
         _save_last(last_path, model, optimizer, config, num_types, state, fingerprint, acc)
         bar.update(1)
         bar.set_postfix(

@@ -55,6 +55,7 @@ def test_training_improves_dev_ll_and_loss(splits: dict[str, EventDataset], tmp_
     assert history[-1].train_loss < history[1].train_loss
     assert result.best_dev_ll_per_event > history[0].dev_ll_per_event
     assert result.best_dev_ll_per_event == max(r.dev_ll_per_event for r in history)
+    assert all(r.seconds > 0 and r.cpu_seconds > 0 for r in history)  # every epoch timed
     # the selected model is the one saved in best.pt and scores what the history says
     model, config, payload = load_checkpoint(result.best_checkpoint)
     assert payload["epoch"] == result.best_epoch and config == _config("mhp", epochs=4)
