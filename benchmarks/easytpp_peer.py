@@ -16,8 +16,11 @@ them on the test split:
 
 Each model runs in a subprocess of the environment's Python with one torch thread; the time of
 every epoch (training pass, dev pass, EasyTPP's per-epoch test pass, wall and CPU time) is
-measured around EasyTPP's own `run_one_epoch` inside that process. neuraltpp's numbers for the
-same data and settings are taken from `bench_tpp.py`'s finished runs, when they are there.
+measured around EasyTPP's own `run_one_epoch` inside that process. Right after EasyTPP's THP,
+neuraltpp's THP is trained and scored in this process on the same splits (bench_tpp.py's
+recipe, the same dropout, `--dropout`), so that the two are timed under the same load; the
+time ratios come from that pair. neuraltpp's other models' test LL on the same data and
+settings are taken from `bench_tpp.py`'s finished runs, when they are there (dropout 0.1 only).
 
 Results: <out>/easytpp_peer.json and <out>/easytpp_peer.md. A model whose result is already in
 the JSON is skipped (--overwrite reruns it); results of other settings are refused.
