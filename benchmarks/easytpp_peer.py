@@ -336,12 +336,16 @@ def neuraltpp_reference(settings: dict[str, Any]) -> dict[str, Any] | None:
             "thp_parameters": params, "runs": runs}
 
 
+def trainable_parameters(model: Any) -> int:
+    """Number of trainable parameters of a torch module."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def neuraltpp_thp_parameters() -> int:
     """Trainable parameters of neuraltpp's THP at its default size on the 5-type set."""
     from neuraltpp.training import TrainConfig, make_model
 
-    model = make_model(TrainConfig(model="thp"), 5)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable_parameters(make_model(TrainConfig(model="thp"), 5))
 
 
 def run_neuraltpp_thp(settings: dict[str, Any]) -> dict[str, Any]:
@@ -373,7 +377,7 @@ def run_neuraltpp_thp(settings: dict[str, Any]) -> dict[str, Any]:
     epochs = [r for r in result.history if r.epoch > 0]
     return {
         "train_config": config.to_dict(), "best_epoch": result.best_epoch,
-        "parameters": sum(p.numel() for p in result.model.parameters() if p.requires_grad),
+        "parameters": trainable_parameters(result.model),
         "test_ll_per_event": metrics.likelihood.ll_per_event,
         "timing": {
             "seconds_per_epoch": sum(r.seconds for r in epochs) / max(len(epochs), 1),

@@ -75,3 +75,5 @@ def test_no_timing_ratio_without_both_thps(peer: ModuleType) -> None:
 def test_bench_tpp_runs_are_shown_only_at_their_dropout(peer: ModuleType) -> None:
     settings = _results(peer)["settings"]  # dropout 0: bench_tpp's runs used 0.1
     assert peer.neuraltpp_reference(settings) is None
+    settings["easytpp_model_config"] = peer.model_configs(0.1)  # the committed runs' dropout
+    assert "rothp-decay" in peer.neuraltpp_reference(settings)["runs"]
