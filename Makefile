@@ -41,6 +41,7 @@ bench-probes: fetch
 	$(BIN)/python benchmarks/probe_features.py --out benchmarks/results/probes
 	$(BIN)/python benchmarks/probe_line.py --out benchmarks/results/probes
 	$(BIN)/python benchmarks/probe_correction.py --out benchmarks/results/probes
+	$(BIN)/python benchmarks/probe_attribution.py --out benchmarks/results/probes
 	$(BIN)/python benchmarks/probe_report.py --out benchmarks/results/probes
 
 # Neural TPPs (each intensity decoder) vs the classical Hawkes fit and the true process, with the

@@ -92,12 +92,16 @@ def _set_prediction(values: list[float], rho: np.ndarray, layers: list[int]) -> 
 def _candidates(out: Path, task: str, card: Card, features: dict | None, base_loss: float,
                 steps: int) -> dict[str, list[float]]:
     """Every candidate predictor per layer for runs of `steps` steps: `predictors` and the
-    line and correction features another script wrote (with their Adam saturations)."""
+    line, correction and attribution features other scripts wrote (with the correction's Adam
+    saturations)."""
     candidates = predictors(card, features, base_loss=base_loss, steps=steps,
                             lr=LoraSettings().lr)
     line = _feature(out, task, "line", "adam_line")
     if line is not None:
         candidates["adam_line"] = line
+    attribution = _feature(out, task, "attribution", "attribution")
+    if attribution is not None:
+        candidates["attribution"] = attribution
     correction = _feature(out, task, "correction", "correction_line")
     if correction is not None:
         candidates["correction_line"] = correction
