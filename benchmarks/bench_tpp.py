@@ -1,6 +1,7 @@
 """Benchmark: neural TPPs against the classical Hawkes fit and the true process (issue 12).
 
-Models: THP, RoTHP, MHP and MHP-E, each with the `thp` and the `decay` intensity decoder
+Models: THP, RoTHP, MHP, MHP-E and MHP-exact (MHP whose scan can hold the Hawkes excitation:
+`neuraltpp.models.VARIANTS`), each with the `thp` and the `decay` intensity decoder
 (`ModelConfig.decoder`), trained by `neuraltpp.training.train` (best epoch by dev LL) and scored
 on the test split by `neuraltpp.evaluation.evaluate`; beside them the classical exponential
 Hawkes MLE fit (`neuraltpp.hawkes.fit`) and, on the simulated set, the true process. Every LL

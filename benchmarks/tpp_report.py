@@ -32,6 +32,7 @@ from neuraltpp.models.config import DECODERS
 
 TARGET_GAP = 0.02  # nats/event below the truth (issue 12, item 1)
 LABELS = {"thp": "THP", "rothp": "RoTHP", "mhp": "MHP", "mhpe": "MHP-E",
+          "mhp-exact": "MHP-exact",
           HAWKES_FIT: "Hawkes MLE fit", TRUTH: "true process"}
 ORDER = (TRUTH, HAWKES_FIT, *MODEL_NAMES)
 
@@ -210,7 +211,8 @@ def plot_curve(curve: dict[str, Any], path: Path) -> None:
     """Gap to the truth (nats/event) vs training events, one line per model and decoder."""
     fig = Figure(figsize=(7, 4.5))
     ax = fig.subplots()
-    colors = dict(zip(MODEL_NAMES, ("#4c72b0", "#dd8452", "#55a868", "#c44e52"), strict=True))
+    colors = dict(zip(MODEL_NAMES, ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3"),
+                      strict=True))
     for label, c in curve["curves"].items():
         sizes = [s for s in curve["sizes"] if f"{s:g}" in c["points"]]
         x = [curve["train_events"][f"{s:g}"] for s in sizes]

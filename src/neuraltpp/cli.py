@@ -25,7 +25,7 @@ from neuraltpp.demo import DemoConfig, run_demo, simulate_data
 from neuraltpp.likelihood import FIRST_EVENT, INTEGRATIONS, MODES, LikelihoodOptions
 from neuraltpp.metrics import describe
 from neuraltpp.models import MODEL_NAMES, ModelConfig
-from neuraltpp.models.config import DECODERS, DT_FUNCTIONS
+from neuraltpp.models.config import DECODERS, DT_FUNCTIONS, SCAN_WRITES
 from neuraltpp.runs import (
     CheckpointMetrics,
     EvalRunConfig,
@@ -63,6 +63,8 @@ MODEL_OPTION_HELP = {
     "expand": "Mamba inner expansion factor",
     "chunk_size": "selective-scan chunk length (memory ~ chunk^2)",
     "dt_fn": "MHP step function f(gap) of the inter-event time",
+    "scan_write": "Mamba input term: zoh (scaled by the step, Mamba's) or impulse (events as "
+    "instantaneous jumps)",
     "n_mamba_layers": "mhpe: Mamba layers before the attention layers",
     "decoder": "intensity decoder: thp (softplus) or decay (contains the exponential Hawkes)",
 }
@@ -248,7 +250,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         "cross-entropy + gap-loss-weight * squared gap error.",
     )
     _add_data_options(p, split=None)
-    p.add_argument("--model", choices=MODEL_NAMES, default=d.model, help=f"default {d.model}")
+    p.add_argument("--model", choices=MODEL_NAMES, default=d.model,
+                   help=f"encoder (default {d.model}); mhp-exact is mhp with --scan-write impulse "
+                   "--dt-fn raw --d-conv 1, whose scan can hold the Hawkes excitation")
     p.add_argument("--out", required=True, type=Path, help="output directory of the run")
     again = p.add_mutually_exclusive_group()
     again.add_argument(
@@ -313,7 +317,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         g.add_argument(
             f"--{f.name.replace('_', '-')}",
             type=parse,
-            choices={"dt_fn": DT_FUNCTIONS, "decoder": DECODERS}.get(f.name),
+            choices={"dt_fn": DT_FUNCTIONS, "decoder": DECODERS,
+                     "scan_write": SCAN_WRITES}.get(f.name),
             default=None,
             help=f"{MODEL_OPTION_HELP[f.name]} (default {f.default})",
         )

@@ -29,7 +29,7 @@ HELP = {
     "train": [
         "--data DATA",
         "hawkes-sim, ucerf3, ridgecrest",
-        "--model {thp,rothp,mhp,mhpe}",
+        "--model {thp,rothp,mhp,mhpe,mhp-exact}",
         "--out OUT",
         "--resume",
         "--overwrite",

@@ -88,6 +88,22 @@ def test_build_model_validates(make_batch: Callable[..., Batch]) -> None:
         build_model("thp", 2, {"width": 3})
     with pytest.raises(ValueError, match="dt_fn"):
         build_model("mhp", 2, {"dt_fn": "exp"})
+    with pytest.raises(ValueError, match="scan_write"):
+        build_model("mhp", 2, {"scan_write": "held"})
+
+
+def test_mhp_exact_is_mhp_with_its_fixed_fields() -> None:
+    model = build_model("mhp-exact", 3, {"d_model": 16, "n_heads": 2, "decoder": "decay"})
+    encoder = model.encoder
+    assert type(encoder).__name__ == "MHPEncoder" and encoder.step.kind == "raw"
+    assert all(b.write == "impulse" and b.conv.kernel_size == (1,) for b in encoder.layers)
+    assert type(model.heads).__name__ == "DecayHeads"  # the other fields are the caller's
+    plain = build_model("mhp", 3, {"d_model": 16, "n_heads": 2}).encoder
+    assert plain.step.kind == "affine-softplus" and plain.layers[0].conv.kernel_size == (4,)
+    with pytest.raises(ValueError, match="fixes"):
+        build_model("mhp-exact", 3, {"d_conv": 4, "dt_fn": "raw"})  # explicit, if the default
+    with pytest.raises(ValueError, match="fixes"):
+        build_model("mhp-exact", 3, ModelConfig(scan_write="zoh", dt_fn="authors"))
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)

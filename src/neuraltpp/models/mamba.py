@@ -2,7 +2,10 @@
 
 Selective scan, per channel c and state n, with A = -exp(A_log) < 0:
 
-    h_t = exp(delta_t A) * h_{t-1} + delta_t * u_t * B_t,      y_t = C_t . h_t + D * u_t
+    h_t = exp(delta_t A) * h_{t-1} + w_t * u_t * B_t,      y_t = C_t . h_t + D * u_t
+
+with the write factor w = delta (Mamba's discretization of a held input; the default) or any
+other given ``write`` (MHP's impulse write for events: see `MambaBlock`).
 
 `selective_scan` splits the sequence into chunks of ``chunk_size`` steps. Inside a chunk it runs
 a log-depth (Kogge-Stone) parallel scan: after round r each position holds the composed update of
@@ -24,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from neuraltpp.models.config import SCAN_WRITES
+
 try:  # optional fused CUDA kernel
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 except ImportError:
@@ -31,25 +36,30 @@ except ImportError:
 
 
 def selective_scan_reference(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor,
+    write: Tensor | None = None,
 ) -> Tensor:
-    """Loop scan: u, delta [b, L, d]; A [d, N]; B, C [b, L, N]; D [d] -> y [b, L, d]."""
+    """Loop scan: u, delta, write [b, L, d]; A [d, N]; B, C [b, L, N]; D [d] -> y [b, L, d]."""
+    w = delta if write is None else write
     h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])
     ys = []
     for t in range(u.shape[1]):
         h = (
             torch.exp(delta[:, t, :, None] * A) * h
-            + (delta[:, t] * u[:, t])[..., None] * B[:, t, None, :]
+            + (w[:, t] * u[:, t])[..., None] * B[:, t, None, :]
         )
         ys.append((h * C[:, t, None, :]).sum(-1))
     return torch.stack(ys, dim=1) + u * D
 
 
 def selective_scan(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, *, chunk_size: int = 16
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, *, chunk_size: int = 16,
+    write: Tensor | None = None,
 ) -> Tensor:
-    """Chunked parallel selective scan; same arguments and result as `selective_scan_reference`."""
-    if selective_scan_fn is not None and u.is_cuda and u.dtype == torch.float32:
+    """Chunked parallel selective scan; same arguments and result as `selective_scan_reference`
+    (the fused kernel only for the default write, which is the one it implements)."""
+    fused = write is None and u.is_cuda and u.dtype == torch.float32
+    if selective_scan_fn is not None and fused:
         y = selective_scan_fn(
             u.transpose(1, 2).contiguous(),
             delta.transpose(1, 2).contiguous(),
@@ -61,12 +71,13 @@ def selective_scan(
         return y.transpose(1, 2)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    wu = (delta if write is None else write) * u
     h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])
     ys = []
     for start in range(0, u.shape[1], chunk_size):
-        d_c, u_c = delta[:, start : start + chunk_size], u[:, start : start + chunk_size]
+        d_c, wu_c = delta[:, start : start + chunk_size], wu[:, start : start + chunk_size]
         log_decay = d_c[..., None] * A  # [b, n, d, N]
-        states = (d_c * u_c)[..., None] * B[:, start : start + d_c.shape[1], None, :]
+        states = wu_c[..., None] * B[:, start : start + d_c.shape[1], None, :]
         offset = 1
         while offset < d_c.shape[1]:  # compose each step with the one `offset` earlier
             late = states[:, offset:] + torch.exp(log_decay[:, offset:]) * states[:, :-offset]
@@ -85,6 +96,10 @@ class MambaBlock(nn.Module):
     selective scan with input-dependent delta, B, C, gate y * SiLU(z), out-projection.
 
     ``forward`` accepts an optional per-position multiplier of delta (MHP's inter-event-time step).
+    ``write`` (`SCAN_WRITES`) is what the input term is scaled by: "zoh", delta itself (Mamba's:
+    the input is held over the step, so a longer step writes more), or "impulse", the step rate
+    without that multiplier (each position is an instantaneous event: a continuous-time state
+    jumps by B u at it and then decays by exp(delta A), however long the step before it was).
     """
 
     def __init__(
@@ -94,8 +109,12 @@ class MambaBlock(nn.Module):
         d_conv: int = 4,
         expand: int = 2,
         chunk_size: int = 16,
+        write: str = "zoh",
     ) -> None:
         super().__init__()
+        if write not in SCAN_WRITES:
+            raise ValueError(f"write must be one of {SCAN_WRITES}, got {write!r}")
+        self.write = write
         d_inner = expand * d_model
         self.dt_rank = math.ceil(d_model / 16)
         self.d_state = d_state
@@ -121,10 +140,9 @@ class MambaBlock(nn.Module):
         xi, z = self.in_proj(self.norm(x)).chunk(2, dim=-1)
         xi = F.silu(self.conv(xi.transpose(1, 2))[..., :n].transpose(1, 2))
         dt, B, C = self.x_proj(xi).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = F.softplus(self.dt_proj(dt))
-        if dt_scale is not None:
-            delta = delta * dt_scale.unsqueeze(-1)
-        delta = delta * mask.unsqueeze(-1)
+        rate = F.softplus(self.dt_proj(dt)) * mask.unsqueeze(-1)
+        delta = rate if dt_scale is None else rate * dt_scale.unsqueeze(-1)
         A = -torch.exp(self.A_log)
-        y = selective_scan(xi, delta, A, B, C, self.D, chunk_size=self.chunk_size)
+        y = selective_scan(xi, delta, A, B, C, self.D, chunk_size=self.chunk_size,
+                           write=rate if self.write == "impulse" else None)
         return x + self.out_proj(y * F.silu(z))

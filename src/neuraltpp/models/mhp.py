@@ -63,6 +63,7 @@ class MHPEncoder(nn.Module):
                 d_conv=c.d_conv,
                 expand=c.expand,
                 chunk_size=c.chunk_size,
+                write=c.scan_write,
             )
             for _ in range(c.n_layers)
         )
