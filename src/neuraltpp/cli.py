@@ -24,7 +24,7 @@ from neuraltpp.data.splits import SPLITS
 from neuraltpp.demo import DemoConfig, run_demo, simulate_data
 from neuraltpp.likelihood import FIRST_EVENT, INTEGRATIONS, MODES, LikelihoodOptions
 from neuraltpp.metrics import describe
-from neuraltpp.models import MODEL_NAMES, ModelConfig
+from neuraltpp.models import MODEL_NAMES, ModelConfig, resolve_config
 from neuraltpp.models.config import DECODERS, DT_FUNCTIONS, SCAN_WRITES
 from neuraltpp.runs import (
     CheckpointMetrics,
@@ -335,7 +335,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if getattr(args, f.name) is not None
     }
     try:
-        ModelConfig(**model_config)
+        resolve_config(args.model, model_config)
     except ValueError as exc:
         raise CLIError(f"model options: {exc}") from exc
     config = TrainConfig(

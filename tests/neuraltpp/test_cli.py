@@ -148,6 +148,11 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ["train", "--data", "{sim}", "--out", "{tmp}/o", "--d-model", "6", "--n-heads", "4"],
             "n_heads",
         ),
+        (
+            ["train", "--data", "{sim}", "--out", "{tmp}/o", "--model", "mhp-exact",
+             "--d-conv", "4"],
+            "mhp-exact",
+        ),
         (["simulate", "--out", "o", "--types", "0"], "--types"),
         (
             [

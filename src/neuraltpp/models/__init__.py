@@ -18,7 +18,7 @@ from neuraltpp.models.mhpe import MHPEEncoder
 from neuraltpp.models.rothp import RoTHPEncoder
 from neuraltpp.models.thp import THPEncoder
 
-__all__ = ["MODEL_NAMES", "ModelConfig", "TPPModel", "build_model"]
+__all__ = ["MODEL_NAMES", "ModelConfig", "TPPModel", "build_model", "resolve_config"]
 
 ENCODERS = {"thp": THPEncoder, "rothp": RoTHPEncoder, "mhp": MHPEncoder, "mhpe": MHPEEncoder}
 # name -> (encoder, the ModelConfig fields it fixes): events written as impulses, decay by the
@@ -45,17 +45,23 @@ def _explicit(config: ModelConfig | dict[str, Any] | None) -> dict[str, Any]:
 def build_model(
     name: str, num_types: int, config: ModelConfig | dict[str, Any] | None = None
 ) -> TPPModel:
-    """Model ``name`` (one of MODEL_NAMES) for ``num_types`` event types; config may be a dict.
-    A variant's fixed fields may be left unset or set to its values, not to others."""
-    if name not in MODEL_NAMES:
-        raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
+    """Model ``name`` (one of MODEL_NAMES) for ``num_types`` event types; config may be a dict
+    (`resolve_config` says how a variant's fields combine with it)."""
     if num_types < 1:
         raise ValueError(f"num_types must be >= 1, got {num_types}")
+    config = resolve_config(name, config)
+    encoder = ENCODERS[VARIANTS.get(name, (name,))[0]](num_types, config)  # before the heads
+    return TPPModel(encoder, HEADS[config.decoder](config.d_model, num_types))
+
+
+def resolve_config(name: str, config: ModelConfig | dict[str, Any] | None = None) -> ModelConfig:
+    """The validated config model ``name`` is built from: ``config`` with a variant's fixed
+    fields, which the caller may leave unset or set to those values, not to others."""
+    if name not in MODEL_NAMES:
+        raise ValueError(f"unknown model {name!r}; choose one of {MODEL_NAMES}")
     given = _explicit(config)
     encoder_name, fixed = VARIANTS.get(name, (name, {}))
     clash = {k: given[k] for k, v in fixed.items() if k in given and given[k] != v}
     if clash:
         raise ValueError(f"model {name!r} fixes {fixed}; got {clash} (use {encoder_name!r})")
-    config = ModelConfig(**(given | fixed))
-    encoder = ENCODERS[encoder_name](num_types, config)  # before the heads: seeded init order
-    return TPPModel(encoder, HEADS[config.decoder](config.d_model, num_types))
+    return ModelConfig(**(given | fixed))
