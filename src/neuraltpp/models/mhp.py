@@ -12,7 +12,10 @@ makes the encoder shift-invariant. Choices of f (`GapStep`):
   (init a = 1, b = 0). Monotone, never saturates (linear for long gaps), learns the time unit,
   and stays > 0 at gap 0, so simultaneous events and the first event still write to the state.
 - "raw": the gap itself, clamped at 1e-6: the exact zero-order-hold discretization of a
-  continuous-time SSM, but events at the same time (and the first event) barely write.
+  continuous-time SSM, but under Mamba's write (``scan_write="zoh"``) events at the same time
+  (and the first event) barely write; the impulse write (`MambaBlock`) does not scale the write
+  by the gap, and with it and ``d_conv=1`` the scan can hold the Hawkes excitation
+  (``mhp-exact`` in `neuraltpp.models`).
 """
 
 from __future__ import annotations
