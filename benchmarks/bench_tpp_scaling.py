@@ -1,6 +1,6 @@
 """Benchmark: forward+backward time and peak memory of one sequence against its length (issue 12).
 
-For each model (THP, RoTHP, MHP, MHP-E; `ModelConfig` defaults, the `thp` decoder unless
+For each model (THP, RoTHP, MHP, MHP-E, MHP-exact; `ModelConfig` defaults, the `thp` decoder unless
 --decoder) and length L (default 128, 512, 2048, 8192), one child process builds the model and
 one synthetic 5-type sequence of L events (exponential gaps, mean 1), then times the training
 step's work: the loss of `neuraltpp.training.batch_loss` (the correct likelihood with its
@@ -38,9 +38,9 @@ from neuraltpp.data.batching import pad_sequences
 from neuraltpp.data.containers import EventSequence
 from neuraltpp.models import MODEL_NAMES, build_model
 from neuraltpp.training import TrainConfig, batch_loss
+from tpp_report import LABELS
 
 NUM_TYPES = 5  # as the simulated Hawkes set
-LABELS = {"thp": "THP", "rothp": "RoTHP", "mhp": "MHP", "mhpe": "MHP-E"}
 MIB = 2**20
 
 
