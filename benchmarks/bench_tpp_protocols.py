@@ -398,8 +398,10 @@ def main() -> None:
     plain = {**json.loads(json.dumps(asdict(settings))), "noise": args.noise,
              "future": args.future, "short": args.short, "shifts": args.shifts}
     check_meta(args.out, plain)
-    write_json({"settings": plain, "seeds": args.seeds, "machine": machine(),
-                "versions": versions()}, args.out / "meta.json")
+    meta_path = args.out / "meta.json"
+    before = json.loads(meta_path.read_text())["seeds"] if meta_path.exists() else []
+    write_json({"settings": plain, "seeds": sorted({*before, *args.seeds}), "machine": machine(),
+                "versions": versions()}, meta_path)
     data = load_data(SIM, settings)
     truth_path = args.out / "runs" / "truth.json"
     if not truth_path.exists():
