@@ -149,6 +149,6 @@ def test_protocol_benchmark_quick_runs_reports_claims_and_resumes(tmp_path: Path
     assert again.returncode == 0, again.stderr[-3000:]
     assert {p.name: p.stat().st_mtime_ns for p in (out / "runs").iterdir()} == stamps
     assert "| translation |" in (out / "protocols_report.md").read_text()
-    other = command[: command.index("--seeds")] + ["--seeds", "1", "--max-runs", "0"]
+    other = [*command[: command.index("--seeds")], "--seeds", "1", "--max-runs", "0"]
     assert subprocess.run(other, capture_output=True, check=False, env=env).returncode == 0
     assert json.loads((out / "meta.json").read_text())["seeds"] == [0, 1]  # both recorded
