@@ -321,6 +321,15 @@ def check_meta(out: Path, settings: dict[str, Any]) -> None:
                          " choose another --out")
 
 
+def write_meta(out: Path, settings: dict[str, Any], seeds: list[int], **extra: Any) -> None:
+    """<out>/meta.json: the settings, every seed run so far (earlier invocations' too), ``extra``,
+    the machine and the versions."""
+    path = out / "meta.json"
+    before = json.loads(path.read_text())["seeds"] if path.exists() else []
+    write_json({"settings": settings, "seeds": sorted({*before, *seeds}), **extra,
+                "machine": machine(), "versions": versions()}, path)
+
+
 def _json_object(text: str) -> dict[str, Any]:
     value = json.loads(text)
     if not isinstance(value, dict):
@@ -382,11 +391,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     plain = json.loads(json.dumps(asdict(settings)))
     check_meta(args.out, plain)
-    meta_path = args.out / "meta.json"
-    before = json.loads(meta_path.read_text())["seeds"] if meta_path.exists() else []
-    meta = {"settings": plain, "seeds": sorted({*before, *args.seeds}),
-            "data_seed": args.data_seed, "machine": machine(), "versions": versions()}
-    write_json(meta, meta_path)
+    write_meta(args.out, plain, args.seeds, data_seed=args.data_seed)
     todo = [s for s in plan(args.datasets, args.sizes, args.models, args.decoders, args.seeds)
             if not run_path(args.out, s).exists()][: args.max_runs]
     loaded: dict[str, Data] = {}

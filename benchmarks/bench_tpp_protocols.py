@@ -50,9 +50,8 @@ from bench_tpp import (
     add_run_options,
     check_meta,
     load_data,
-    machine,
     mean_squared_gap,
-    versions,
+    write_meta,
 )
 from commonio.atomic import atomic_write, write_text
 from neuraltpp import hawkes
@@ -398,10 +397,7 @@ def main() -> None:
     plain = {**json.loads(json.dumps(asdict(settings))), "noise": args.noise,
              "future": args.future, "short": args.short, "shifts": args.shifts}
     check_meta(args.out, plain)
-    meta_path = args.out / "meta.json"
-    before = json.loads(meta_path.read_text())["seeds"] if meta_path.exists() else []
-    write_json({"settings": plain, "seeds": sorted({*before, *args.seeds}), "machine": machine(),
-                "versions": versions()}, meta_path)
+    write_meta(args.out, plain, args.seeds)
     data = load_data(SIM, settings)
     truth_path = args.out / "runs" / "truth.json"
     if not truth_path.exists():
