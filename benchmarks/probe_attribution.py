@@ -39,11 +39,10 @@ def attribution(
         for step in tqdm(range(steps), desc="attribution", leave=False):
             causal_lm_loss(peft_model, train[step % len(train)]).backward()
             before = [p.detach().clone() for _, p in params]
-            grads = [p.grad.detach().clone() for _, p in params]
-            optimizer.step()
+            optimizer.step()  # leaves the gradients as they were
+            for (layer, p), old in zip(params, before, strict=True):
+                credit[layer] -= float((p.grad * (p.detach() - old)).sum())
             optimizer.zero_grad(set_to_none=True)
-            for (layer, p), old, g in zip(params, before, grads, strict=True):
-                credit[layer] -= float((g * (p.detach() - old)).sum())
     return credit
 
 
