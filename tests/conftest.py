@@ -47,6 +47,7 @@ def launch() -> Launch:
                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                    "-m", module, *args]
         return subprocess.run(command, capture_output=True, text=True, check=False,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+                              env={**os.environ, "OMP_NUM_THREADS": "1",
+                                   "PYTHONFAULTHANDLER": "1"})  # a crash shows every stack
 
     return run

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import layercard
-from commonio.distributed import end_process_group
+from commonio.distributed import end_command
 from layercard.config import (
     BuildConfig,
     TrainConfig,
@@ -296,8 +296,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         status = 130
-    end_process_group(wait=status == 0)
-    return status
+    return end_command(status)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 import numpy as np
 import torch
 
-from commonio.distributed import end_process_group
+from commonio.distributed import end_command
 from neuraltpp import __version__
 from neuraltpp.builtin import BUILTIN_DATASETS
 from neuraltpp.data.splits import SPLITS
@@ -704,8 +704,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted (a training run continues with --resume)", file=sys.stderr)
         status = 130
-    end_process_group(wait=status == 0)
-    return status
+    return end_command(status)
 
 
 if __name__ == "__main__":
