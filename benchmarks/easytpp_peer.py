@@ -302,7 +302,7 @@ def load_results(path: Path, settings: dict[str, Any], overwrite: bool) -> dict[
 
 def neuraltpp_reference(settings: dict[str, Any]) -> dict[str, Any] | None:
     """neuraltpp's test LL and time per epoch on the same data and settings, from
-    bench_tpp.py's finished runs (training size x1, seed 0); None when they do not match (a THP
+    bench_tpp.py's finished runs (training size x1, the run's seed); None when they do not match (a THP
     dropout other than neuraltpp's default included)."""
     from neuraltpp.models import ModelConfig
 
@@ -320,7 +320,7 @@ def neuraltpp_reference(settings: dict[str, Any]) -> dict[str, Any] | None:
     runs = {}
     for path in sorted((NEURALTPP_RUNS / "runs" / DATASET).glob("*.json")):
         run = json.loads(path.read_text())
-        if run.get("size") != 1 or run.get("seed") not in (None, 0):
+        if run.get("size") != 1 or run.get("seed") not in (None, settings["seed"]):
             continue
         name = run["model"] if run.get("decoder") is None else f"{run['model']}-{run['decoder']}"
         runs[name] = {
