@@ -33,9 +33,11 @@ import dataclasses
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,7 @@ class Settings:
     data_seed: int
     train_sequences: int | None  # today's training split: its first N sequences (None: all)
     eval_sequences: int | None  # dev and test: their first N sequences (None: all)
+    type_loss: float = 1.0  # type-head cross-entropy weight (0 and --gap-loss 0: NLL only)
     likelihood: LikelihoodOptions = field(default_factory=LikelihoodOptions)
 
 
@@ -210,6 +213,7 @@ def run_once(spec: RunSpec, data: Data, train_ds: EventDataset, settings: Settin
                 model=spec.model, model_config={**settings.model_config, "decoder": spec.decoder},
                 lr=settings.lr, epochs=settings.epochs, batch_size=settings.batch_size,
                 seed=spec.seed or 0, likelihood=options, gap_loss_weight=gap_weight,
+                type_loss_weight=settings.type_loss,
             )
             with tempfile.TemporaryDirectory(prefix="bench-tpp-") as work:
                 result = train(config, train_ds, data.splits["dev"], work, resume=False,
@@ -289,6 +293,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         model_config=args.model_config, gap_loss=args.gap_loss, data_seed=args.data_seed,
         train_sequences=args.train_sequences, eval_sequences=args.eval_sequences,
+        type_loss=args.type_loss,
     )
     try:
         ModelConfig(**settings.model_config)
@@ -299,8 +304,10 @@ def _settings(args: argparse.Namespace) -> Settings:
         value = getattr(settings, name)
         if value is not None and value < 2:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 2, got {value}")
-    if settings.gap_loss < 0:
-        raise SystemExit(f"error: --gap-loss must be >= 0, got {settings.gap_loss}")
+    for name in ("gap_loss", "type_loss"):
+        if getattr(settings, name) < 0:
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 0, got "
+                             f"{getattr(settings, name)}")
     if args.threads < 1:
         raise SystemExit(f"error: --threads must be at least 1, got {args.threads}")
     if any(s <= 0 for s in args.sizes):
@@ -356,6 +363,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--gap-loss", type=float, default=0.01,
                         help="weight of the gap head's squared error, per mean squared training "
                         "gap (so it is the same for every time unit)")
+    parser.add_argument("--type-loss", type=float, default=1.0,
+                        help="weight of the type head's cross-entropy; with --gap-loss 0 the "
+                        "models train on the negative log-likelihood alone, as EasyTPP's do")
     parser.add_argument("--data-seed", type=int, default=0,
                         help=f"seed of the {SIM} simulation and of the ucerf3 split")
     parser.add_argument("--train-sequences", type=int, default=None,
@@ -376,6 +386,18 @@ def add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", dest="progress", action="store_false")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run with tiny sizes {QUICK} (overrides those options)")
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run a benchmark's ``main``; its one-line errors (SystemExit with a message: a bad option,
+    settings that differ from the runs there, unreadable data) exit with status 2."""
+    try:
+        main()
+    except SystemExit as err:
+        if not isinstance(err.code, str):
+            raise
+        print(err.code, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
@@ -412,4 +434,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -51,6 +51,7 @@ from bench_tpp import (
     check_meta,
     load_data,
     mean_squared_gap,
+    run_cli,
     write_meta,
 )
 from commonio.atomic import atomic_write, write_text
@@ -131,6 +132,7 @@ def one_run(model: str, decoder: str, train_set: str, seed: int, data: Data,
         epochs=settings.epochs, batch_size=settings.batch_size, seed=seed,
         likelihood=settings.likelihood,
         gap_loss_weight=settings.gap_loss / mean_squared_gap(data.splits["train"]),
+        type_loss_weight=settings.type_loss,
     )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-tpp-protocols-") as work:
@@ -415,4 +417,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_cli(main)

@@ -302,8 +302,8 @@ def load_results(path: Path, settings: dict[str, Any], overwrite: bool) -> dict[
 
 def neuraltpp_reference(settings: dict[str, Any]) -> dict[str, Any] | None:
     """neuraltpp's test LL and time per epoch on the same data and settings, from
-    bench_tpp.py's finished runs (training size x1, the run's seed); None when they do not match (a THP
-    dropout other than neuraltpp's default included)."""
+    bench_tpp.py's finished runs (training size x1, the peer's seed); None when they do not
+    match (a THP dropout other than neuraltpp's default included)."""
     from neuraltpp.models import ModelConfig
 
     meta_path = NEURALTPP_RUNS / "meta.json"

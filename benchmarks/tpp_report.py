@@ -260,10 +260,10 @@ def to_markdown(report: dict[str, Any], rows: dict[str, list[Row]]) -> str:
     lines = [
         "# TPP benchmark: neural TPPs vs the classical Hawkes fit and the true process", "",
         f"Training: {s['epochs']} epochs, lr {s['lr']}, batch {s['batch_size']}, model config "
-        f"{s['model_config'] or 'ModelConfig defaults'}, gap-head loss weight {s['gap_loss']} "
-        "per mean squared training gap, best epoch by dev LL; seeds "
-        f"{report['seeds']}. Likelihood: {s['likelihood']['mode']}, first event "
-        f"{s['likelihood']['first_event']}, tail "
+        f"{s['model_config'] or 'ModelConfig defaults'}, type-head loss weight "
+        f"{s['type_loss']}, gap-head loss weight {s['gap_loss']} per mean squared training gap, "
+        f"best epoch by dev LL; seeds {report['seeds']}. Likelihood: "
+        f"{s['likelihood']['mode']}, first event {s['likelihood']['first_event']}, tail "
         f"{'included' if s['likelihood']['include_tail'] else 'excluded'}. LL per event "
         "in nats, in the dataset's time unit; mean ± std (sample) over seeds. Type accuracy and "
         "gap RMSE from the intensity (expected next time, integrated type probability) and from "

@@ -152,3 +152,26 @@ def test_protocol_benchmark_quick_runs_reports_claims_and_resumes(tmp_path: Path
     other = [*command[: command.index("--seeds")], "--seeds", "1", "--max-runs", "0"]
     assert subprocess.run(other, capture_output=True, check=False, env=env).returncode == 0
     assert json.loads((out / "meta.json").read_text())["seeds"] == [0, 1]  # both recorded
+
+
+def test_tpp_benchmark_trains_on_the_likelihood_alone_with_both_head_losses_off(
+    tmp_path: Path,
+) -> None:
+    env = {**os.environ, "NEURALTPP_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "tpp"
+    command = [sys.executable, str(BENCHMARKS / "bench_tpp.py"), "--quick", "--quiet",
+               "--datasets", "hawkes-sim", "--models", "thp", "--decoders", "decay",
+               "--seeds", "0", "--sizes", "1", "--out", str(out)]
+    proc = subprocess.run([*command, "--type-loss", "0", "--gap-loss", "0"],
+                          capture_output=True, text=True, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads((out / "runs" / "hawkes-sim" / "thp-decay-x1-seed0.json").read_text())
+    assert (run["train_config"]["type_loss_weight"], run["train_config"]["gap_loss_weight"]) == (
+        0.0, 0.0)
+    assert json.loads((out / "meta.json").read_text())["settings"]["type_loss"] == 0.0
+    mixed = subprocess.run([*command, "--gap-loss", "0"], capture_output=True, text=True,
+                           check=False, env=env)  # the default type-loss weight 1 differs
+    assert mixed.returncode != 0 and "type_loss" in mixed.stderr
+    negative = subprocess.run([*command, "--type-loss", "-1"], capture_output=True, text=True,
+                              check=False, env=env)
+    assert negative.returncode == 2 and "--type-loss must be >= 0" in negative.stderr
