@@ -192,8 +192,20 @@ def _params_dict(params: HawkesParams) -> dict[str, Any]:
     return {"mu": params.mu.tolist(), "alpha": params.alpha.tolist(), "beta": params.beta}
 
 
-def run_once(spec: RunSpec, data: Data, train_ds: EventDataset, settings: Settings,
-             gap_weight: float) -> RunRecord:
+def train_config(settings: Settings, data: Data, model: str, decoder: str | None,
+                 seed: int) -> TrainConfig:
+    """The training recipe of one neural run under ``settings``: its gap loss is weighted per
+    mean squared gap of ``data``'s training split, so it is the same for every time unit."""
+    return TrainConfig(
+        model=model, model_config={**settings.model_config, "decoder": decoder},
+        lr=settings.lr, epochs=settings.epochs, batch_size=settings.batch_size, seed=seed,
+        likelihood=settings.likelihood,
+        gap_loss_weight=settings.gap_loss / mean_squared_gap(data.splits["train"]),
+        type_loss_weight=settings.type_loss,
+    )
+
+
+def run_once(spec: RunSpec, data: Data, train_ds: EventDataset, settings: Settings) -> RunRecord:
     """Train or fit one run, score it on the test split and measure its cost."""
     test, options = data.splits["test"], settings.likelihood
     rss_start = rss_bytes("VmRSS:") or 0
@@ -209,12 +221,7 @@ def run_once(spec: RunSpec, data: Data, train_ds: EventDataset, settings: Settin
             metrics: Metrics = hawkes.evaluate(params, test, options)
             extra["hawkes_params"] = _params_dict(params)
         else:
-            config = TrainConfig(
-                model=spec.model, model_config={**settings.model_config, "decoder": spec.decoder},
-                lr=settings.lr, epochs=settings.epochs, batch_size=settings.batch_size,
-                seed=spec.seed or 0, likelihood=options, gap_loss_weight=gap_weight,
-                type_loss_weight=settings.type_loss,
-            )
+            config = train_config(settings, data, spec.model, spec.decoder, spec.seed or 0)
             with tempfile.TemporaryDirectory(prefix="bench-tpp-") as work:
                 result = train(config, train_ds, data.splits["dev"], work, resume=False,
                                progress=False)
@@ -428,8 +435,7 @@ def main() -> None:
         key = (spec.dataset, spec.size)
         if key not in sets:
             sets[key] = training_set(data, spec.size, settings.data_seed)
-        gap_weight = settings.gap_loss / mean_squared_gap(data.splits["train"])
-        record = run_once(spec, data, sets[key], settings, gap_weight)
+        record = run_once(spec, data, sets[key], settings)
         write_json(asdict(record), run_path(args.out, spec))
 
 

@@ -50,8 +50,8 @@ from bench_tpp import (
     add_run_options,
     check_meta,
     load_data,
-    mean_squared_gap,
     run_cli,
+    train_config,
     write_meta,
 )
 from commonio.atomic import atomic_write, write_text
@@ -62,7 +62,7 @@ from neuraltpp.metrics import write_json
 from neuraltpp.models import MODEL_NAMES
 from neuraltpp.models.config import DECODERS
 from neuraltpp.protocols import future_log_likelihood, jitter_times, shift_times
-from neuraltpp.training import TrainConfig, train
+from neuraltpp.training import train
 from tpp_report import LABELS
 
 TRAIN_SETS = ("clean", "noise", "future", "short")
@@ -127,13 +127,7 @@ def one_run(model: str, decoder: str, train_set: str, seed: int, data: Data,
             args: argparse.Namespace) -> dict[str, Any]:
     """Train one model on one training set and score its protocol both ways."""
     train_ds, dev_ds = sets[train_set]
-    config = TrainConfig(
-        model=model, model_config={**settings.model_config, "decoder": decoder}, lr=settings.lr,
-        epochs=settings.epochs, batch_size=settings.batch_size, seed=seed,
-        likelihood=settings.likelihood,
-        gap_loss_weight=settings.gap_loss / mean_squared_gap(data.splits["train"]),
-        type_loss_weight=settings.type_loss,
-    )
+    config = train_config(settings, data, model, decoder, seed)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bench-tpp-protocols-") as work:
         result = train(config, train_ds, dev_ds, work, resume=False, progress=False)

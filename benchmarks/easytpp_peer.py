@@ -305,6 +305,7 @@ def neuraltpp_reference(settings: dict[str, Any]) -> dict[str, Any] | None:
     bench_tpp.py's finished runs (training size x1, the peer's seed); None when they do not
     match (a THP dropout other than neuraltpp's default included)."""
     from neuraltpp.models import ModelConfig
+    from neuraltpp.training import TrainConfig
 
     meta_path = NEURALTPP_RUNS / "meta.json"
     if (not meta_path.exists()
@@ -314,7 +315,8 @@ def neuraltpp_reference(settings: dict[str, Any]) -> dict[str, Any] | None:
     same = {"epochs": settings["epochs"], "lr": settings["lr"],
             "batch_size": settings["batch_size"], "data_seed": settings["data_seed"],
             "train_sequences": settings["train_sequences"],
-            "eval_sequences": settings["eval_sequences"], "model_config": {}}
+            "eval_sequences": settings["eval_sequences"], "model_config": {},
+            "gap_loss": BENCH_TPP_GAP_LOSS, "type_loss": TrainConfig().type_loss_weight}
     if any(meta.get(k) != v for k, v in same.items()):
         return None
     runs = {}
