@@ -138,6 +138,21 @@ def run_meta(args: argparse.Namespace) -> dict:
             "torch_threads": torch.get_num_threads(), "python": platform.python_version()}
 
 
+def recorded_meta(path: Path, args: argparse.Namespace) -> dict:
+    """run_meta(args) with its run selection (tasks, seeds, strategies; no --strategies means
+    all) joined to the one already in ``path``, so that meta.json describes every run under
+    --out and not only the last sitting's."""
+    meta = run_meta(args)
+    settings = meta["settings"]
+    settings["strategies"] = settings["strategies"] or [*K8, "budget"]
+    if path.exists():
+        before = json.loads(path.read_text())["settings"]
+        before["strategies"] = before["strategies"] or [*K8, "budget"]
+        for key in ("tasks", "seeds", "strategies"):
+            settings[key] = list(dict.fromkeys([*before[key], *settings[key]]))
+    return meta
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -173,7 +188,8 @@ def main() -> None:
     if args.quick:
         vars(args).update(QUICK)
     args.out.mkdir(parents=True, exist_ok=True)
-    write_text(args.out / "meta.json", json.dumps(run_meta(args), indent=2) + "\n")
+    meta_path = args.out / "meta.json"
+    write_text(meta_path, json.dumps(recorded_meta(meta_path, args), indent=2) + "\n")
     names = {t: data.load_task(t).name for t in args.tasks}
     for task in args.tasks:
         base = args.out / "runs" / names[task] / "base.json"

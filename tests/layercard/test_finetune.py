@@ -181,6 +181,8 @@ def test_placement_benchmark_resumes_and_reports(tiny_model: Path, tiny_task: Pa
     assert proc.returncode == 0, proc.stderr
     latest = {p.name for p in runs.glob("*-seed0.json")} - set(now)
     assert latest == {"kappa-k8-seed0.json"}  # the first strategy asked for, before random
+    settings = json.loads((out / "meta.json").read_text())["settings"]
+    assert "budget" in settings["strategies"] and "first" in settings["strategies"]  # kept
 
     cost = tmp_path / "step-cost"  # the same runs' layer sets, timed interleaved
     cost_cmd = [sys.executable, str(script.with_name("bench_step_cost.py")), "--quick", "--quiet",
