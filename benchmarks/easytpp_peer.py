@@ -212,18 +212,6 @@ def ensure_venv(venv: Path, python: str) -> list[str]:
     return freeze
 
 
-def machine() -> dict[str, Any]:
-    """Platform, CPU model, cores and RAM of this machine."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
-        cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo
-                   if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    return {"platform": f"{platform.system()} {platform.machine()}", "processor": cpu,
-            "cpu_count": os.cpu_count(), "python": platform.python_version()}
-
-
 # ----------------------------------------------------------------------------- data
 
 
@@ -739,7 +727,11 @@ def main() -> None:
         "torch": pins.get("torch"), "requirements": [TORCH, EASYTPP, *EXTRA_REQUIREMENTS],
         "extra_requirements": list(EXTRA_REQUIREMENTS), "pip_freeze": freeze,
     }
-    results["machine"] = machine()
+    from bench_tpp import machine
+
+    host = machine()
+    del host["torch_threads"]  # this process's default; every model here runs on one thread
+    results["machine"] = {**host, "python": platform.python_version()}
     results["conventions"] = CONVENTIONS
     log(f"writing the {DATASET} splits to {args.work / 'data'}")
     data = write_data(settings, args.work / "data")
