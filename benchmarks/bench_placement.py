@@ -45,6 +45,7 @@ from placement_report import write_report
 K8 = ("all", "card", "middle", "first", "last", "uniform", "random", "gradnorm", "resnorm",
       "kappa")
 K4 = ("card", "middle", "uniform", "random")
+STRATEGIES = (*K8, "budget")  # what --strategies chooses from; none given means all
 QUICK = {"train_examples": 16, "eval_examples": 8, "dev_examples": 8, "probe_examples": 16}
 
 
@@ -144,12 +145,11 @@ def recorded_meta(path: Path, args: argparse.Namespace) -> dict:
     --out and not only the last sitting's."""
     meta = run_meta(args)
     settings = meta["settings"]
-    settings["strategies"] = settings["strategies"] or [*K8, "budget"]
-    if path.exists():
-        before = json.loads(path.read_text())["settings"]
-        before["strategies"] = before["strategies"] or [*K8, "budget"]
-        for key in ("tasks", "seeds", "strategies"):
-            settings[key] = list(dict.fromkeys([*before[key], *settings[key]]))
+    before = json.loads(path.read_text())["settings"] if path.exists() else {}
+    for key in ("tasks", "seeds", "strategies"):
+        default = STRATEGIES if key == "strategies" else ()
+        settings[key] = list(dict.fromkeys([*(before.get(key) or default),
+                                            *(settings[key] or default)]))
     return meta
 
 
@@ -173,7 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--max-runs", type=int, default=None,
                         help="stop after this many new runs (a sitting's worth)")
-    parser.add_argument("--strategies", nargs="+", choices=(*K8, "budget"), default=None,
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=None,
                         help="run only these strategies, seed by seed in this order (default: "
                         "all, in plan order)")
     parser.add_argument("--quiet", dest="progress", action="store_false")

@@ -145,9 +145,10 @@ def _markdown(reports: list[dict]) -> str:
              "", "Identical LoRA config in every run; metric: test accuracy (sentiment) or "
              "test-loss improvement over the base model (dialog). Mean ± std over seeds. Train s: "
              "wall time (Trainer's train_runtime; other processes sharing the cores lengthen "
-             "it); CPU s: the process's CPU time in training (one thread; barely changed by "
-             "them; n/a for runs from before it was recorded). The time targets use the CPU "
-             "time.", ""]
+             "it); CPU s: the process's CPU time in training (one thread; less changed by them "
+             "than the wall time, but not unchanged: sentiment's budget choice took 190 CPU s "
+             "alone and 290-295 s beside other jobs; n/a for runs from before it was "
+             "recorded). The time targets use the CPU time.", ""]
     for rep in reports:
         lines += [f"## {rep['task']}", "", "| strategy | seeds | metric | test loss | dev loss "
                   "| train s | CPU s | peak MiB | params | layers (first seed) |",

@@ -93,8 +93,8 @@ class TrainSummary:
     memory_method: str  # "cuda-max-allocated" | "process-max-rss"
     train_losses: list[float]
     card_seconds: float | None  # the card build auto did itself, if any
-    # this process's CPU time (all its threads) in that invocation's trainer.train: unlike the
-    # wall time, barely changed by other processes sharing the machine's cores
+    # this process's CPU time (all its threads) in that invocation's trainer.train: less
+    # changed than the wall time by other processes sharing the machine's cores, not unchanged
     train_cpu_seconds: float | None = None
 
 
