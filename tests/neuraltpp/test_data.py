@@ -369,3 +369,14 @@ def test_windows_time_scale_and_names_survive_every_format(tmp_path: Path):
         assert (read.time_scale, read.type_names) == (86400.0, ["M3", "M4", "M5"]), name
         windows = [(s.window_start, s.window_end) for s in read.sequences]
         assert windows == [(0.0, 4.0), (None, None)], name
+
+
+def test_easytpp_seq_idx_keeps_only_ids_that_fit_int64() -> None:
+    """EasyTPP's seq_idx column is int64 (Arrow): a longer digit id falls back to the index."""
+    from neuraltpp.data.containers import EventDataset, EventSequence
+    from neuraltpp.data.easytpp import easytpp_records
+
+    seqs = [EventSequence(times=np.array([0.0]), types=np.array([0]), seq_id=s)
+            for s in ("42", str(2**63), "a7")]
+    records = easytpp_records(EventDataset(sequences=seqs, num_types=1, source="test"))
+    assert [r["seq_idx"] for r in records] == [42, 1, 2]

@@ -134,7 +134,8 @@ def easytpp_records(ds: EventDataset) -> list[dict[str, Any]]:
     windows, shared = has_windows(ds), dataset_fields(ds)
     records = []
     for i, seq in enumerate(ds.sequences):
-        digits = seq.seq_id.isascii() and seq.seq_id.isdigit()
+        # EasyTPP's seq_idx is an integer column (int64 in Arrow): other ids become the index
+        digits = seq.seq_id.isascii() and seq.seq_id.isdigit() and int(seq.seq_id) < 2**63
         record = {
             "time_since_start": seq.times.tolist(),
             "time_since_last_event": np.diff(seq.times, prepend=seq.times[0]).tolist(),
