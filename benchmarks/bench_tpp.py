@@ -20,8 +20,9 @@ Each finished run is one JSON file under <out>/runs/<dataset>/ and a rerun skips
 benchmark can be completed over several sittings (--max-runs N: stop after N new runs). A run
 records its test metrics, dev-LL history, wall times and the process's peak resident set size
 during it (Linux VmHWM, reset before each run; it includes the interpreter, torch and the loaded
-data). <out>/meta.json records the settings, machine, versions and every seed run; a rerun
-with other settings is refused. `benchmarks/tpp_report.py` writes the tables and plots.
+data), its machine and the load average at its end. <out>/meta.json records the settings,
+machine, versions and every seed run; a rerun with other settings is refused.
+`benchmarks/tpp_report.py` writes the tables and plots.
 
     python benchmarks/bench_tpp.py --out benchmarks/results/tpp [--quick] [--max-runs N]
 """
@@ -128,6 +129,9 @@ class RunRecord:
     train_config: dict[str, Any] | None = None
     hawkes_params: dict[str, Any] | None = None  # the fitted or true mu, alpha, beta
     warnings: list[str] = field(default_factory=list)
+    machine: dict[str, Any] | None = None  # `machine()` of the run (sittings may differ)
+    load_average: list[float] | None = None  # 1/5/15-min load at the end: above the run's
+    # torch threads, other processes shared the cores and its seconds are inflated
 
 
 @dataclass
@@ -242,7 +246,8 @@ def run_once(spec: RunSpec, data: Data, train_ds: EventDataset, settings: Settin
         n_train_events=train_ds.n_events if trained else None, test=metrics.to_dict(),
         seconds=seconds, eval_seconds=time.perf_counter() - start - seconds,
         rss_start_bytes=rss_start, peak_rss_bytes=peak_rss_bytes(), memory_method=method,
-        warnings=sorted({str(w.message) for w in caught}), **extra,
+        warnings=sorted({str(w.message) for w in caught}),
+        machine=machine(), load_average=list(os.getloadavg()), **extra,
     )
 
 

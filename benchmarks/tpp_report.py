@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,8 @@ class Row:
     seconds_per_epoch: Stat | None
     peak_rss_mib: float  # max over seeds
     rss_start_mib: float  # max over seeds
+    processors: list[str]  # per seed, the CPU it was timed on ("not recorded" in older runs)
+    shared_runs: int  # seeds that ended with other processes on the cores (`shared_cores`)
 
     @property
     def label(self) -> str:
@@ -92,6 +95,18 @@ def _rmse(prediction: dict[str, Any]) -> float:
     if value is None:
         return math.inf if prediction["n_infinite_gap"] else math.nan
     return float(value)
+
+
+def _processor(run: dict[str, Any]) -> str:
+    machine = run.get("machine")
+    return machine["processor"] if machine else "not recorded"
+
+
+def shared_cores(run: dict[str, Any]) -> bool:
+    """Whether other processes shared the cores at the end of a run: its 5-minute load average
+    above its torch threads + 0.5 (runs from before records kept the load count as unshared)."""
+    load, machine = run.get("load_average"), run.get("machine")
+    return bool(load and machine and load[1] > machine["torch_threads"] + 0.5)
 
 
 def _row(group: list[dict[str, Any]], truth: float | None) -> Row:
@@ -119,6 +134,8 @@ def _row(group: list[dict[str, Any]], truth: float | None) -> Row:
         seconds_per_epoch=stat([r["seconds_per_epoch"] for r in group]) if neural else None,
         peak_rss_mib=max(r["peak_rss_bytes"] for r in group) / 2**20,
         rss_start_mib=max(r["rss_start_bytes"] for r in group) / 2**20,
+        processors=[_processor(r) for r in group],
+        shared_runs=sum(shared_cores(r) for r in group),
     )
 
 
@@ -170,7 +187,7 @@ def _table(rows: list[Row]) -> list[str]:
     for r in rows:
         epoch = "" if r.best_epoch is None else f"{r.best_epoch.mean:.0f}/{r.epochs}"
         seconds = (f"{r.seconds.mean:.2f} (fit)" if r.seconds_per_epoch is None
-                   else _cell(r.seconds_per_epoch, 2))
+                   else _cell(r.seconds_per_epoch, 2)) + ("†" if r.shared_runs else "")
         if r.model == TRUTH:
             seconds = ""
         lines.append(
@@ -269,10 +286,15 @@ def to_markdown(report: dict[str, Any], rows: dict[str, list[Row]]) -> str:
         "gap RMSE from the intensity (expected next time, integrated type probability) and from "
         "the heads. s/epoch: training wall time / epochs (includes the dev LL and checkpoint of "
         "every epoch). Peak MiB: the process's peak resident set size during the run, max over "
-        "seeds (interpreter, torch and loaded data included; its RSS at the start in brackets).",
-        f"Machine: {report['machine']['processor']}, {report['machine']['cpu_count']} cores, "
-        f"torch threads {report['machine']['torch_threads']}; versions "
-        + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ".", "",
+        "seeds (interpreter, torch and loaded data included; its RSS at the start in brackets). "
+        "†: at least one seed ended with other processes on the cores (5-minute load average "
+        "above its torch threads + 0.5), so its times are inflated.",
+        f"Machine of the latest invocation: {report['machine']['processor']}, "
+        f"{report['machine']['cpu_count']} cores, torch threads "
+        f"{report['machine']['torch_threads']}; versions "
+        + ", ".join(f"{k} {v}" for k, v in report["versions"].items()) + ". Runs timed on: "
+        + ", ".join(f"{cpu} ({n})" for cpu, n in report["timed_on"].items())
+        + "; times from different CPUs do not compare.", "",
     ]
     goal = report["target"]
     if goal is None:
@@ -317,6 +339,8 @@ def write_report(out: Path) -> dict[str, Any]:
     report = {
         "settings": meta["settings"], "seeds": meta["seeds"], "machine": meta["machine"],
         "versions": meta["versions"], "target_gap": TARGET_GAP,
+        "timed_on": dict(Counter(cpu for rs in rows.values() for r in rs for cpu in r.processors
+                                 if r.model != TRUTH).most_common()),
         "target": target(sim, truths.get(SIM)),
         "learning_curve": curve if curve and curve["curves"] else None,
         "datasets": {name: {"true_ll_per_event": truths[name],

@@ -73,6 +73,7 @@ def test_tpp_benchmark_runs_every_planned_run_reports_and_skips_finished_ones(
     for record in records.values():
         assert math.isfinite(record["test"]["likelihood"]["ll_per_event"])
         assert record["peak_rss_bytes"] > 0
+        assert record["machine"]["processor"] and len(record["load_average"]) == 3
     sim = {name: r for (d, name), r in records.items() if d == "hawkes-sim"}
     # x0.25, x1, x4 of the 8 quick training sequences, always the same 4 test sequences
     assert {s: sim[f"mhp-decay-x{s}-seed0.json"]["n_train_sequences"]
@@ -121,6 +122,22 @@ def test_tpp_benchmark_runs_every_planned_run_reports_and_skips_finished_ones(
                            check=False, env=env)
     assert other.returncode != 0 and "other settings" in other.stderr
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("*.json")} == stamps
+
+    # the report counts the CPUs runs were timed on and marks the times of runs that shared cores
+    assert sum(report["timed_on"].values()) == len(records) - 1  # all but the truth
+    shared, old = (runs / "ucerf3" / f"thp-thp-x1-seed{s}.json" for s in (0, 1))
+    shared.write_text(json.dumps(records["ucerf3", shared.name] | {"load_average": [9, 9, 9]}))
+    old.write_text(json.dumps({k: v for k, v in records["ucerf3", old.name].items()
+                               if k not in ("machine", "load_average")}))
+    proc = subprocess.run(report_cmd, capture_output=True, text=True, check=False, env=env)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((out / "tpp_report.json").read_text())
+    assert report["timed_on"]["not recorded"] == 1
+    row = next(r for r in report["datasets"]["ucerf3"]["rows"]
+               if (r["model"], r["decoder"]) == ("thp", "thp"))
+    assert row["shared_runs"] == 1 and row["processors"][1] == "not recorded"
+    marked = [line for line in (out / "tpp_report.md").read_text().splitlines() if "†" in line]
+    assert len(marked) == 2 and "| THP (thp) |" in marked[1]  # the legend, then the row
 
 
 def test_protocol_benchmark_quick_runs_reports_claims_and_resumes(tmp_path: Path) -> None:
