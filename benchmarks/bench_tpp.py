@@ -131,7 +131,7 @@ class RunRecord:
     warnings: list[str] = field(default_factory=list)
     machine: dict[str, Any] | None = None  # `machine()` of the run (sittings may differ)
     load_average: list[float] | None = None  # 1/5/15-min load at the end: above the run's
-    # torch threads, other processes shared the cores and its seconds are inflated
+    # torch threads, other processes shared the machine and may have slowed it
 
 
 @dataclass

@@ -81,7 +81,7 @@ class Row:
     peak_rss_mib: float  # max over seeds
     rss_start_mib: float  # max over seeds
     processors: list[str]  # per seed, the CPU it was timed on ("not recorded" in older runs)
-    shared_runs: int  # seeds that ended with other processes on the cores (`shared_cores`)
+    shared_runs: int  # seeds that ended beside other processes (`shared_machine`)
 
     @property
     def label(self) -> str:
@@ -102,8 +102,8 @@ def _processor(run: dict[str, Any]) -> str:
     return machine["processor"] if machine else "not recorded"
 
 
-def shared_cores(run: dict[str, Any]) -> bool:
-    """Whether other processes shared the cores at the end of a run: its 5-minute load average
+def shared_machine(run: dict[str, Any]) -> bool:
+    """Whether other processes ran beside a run at its end: its 5-minute load average
     above its torch threads + 0.5 (runs from before records kept the load count as unshared)."""
     load, machine = run.get("load_average"), run.get("machine")
     return bool(load and machine and load[1] > machine["torch_threads"] + 0.5)
@@ -135,7 +135,7 @@ def _row(group: list[dict[str, Any]], truth: float | None) -> Row:
         peak_rss_mib=max(r["peak_rss_bytes"] for r in group) / 2**20,
         rss_start_mib=max(r["rss_start_bytes"] for r in group) / 2**20,
         processors=[_processor(r) for r in group],
-        shared_runs=sum(shared_cores(r) for r in group),
+        shared_runs=sum(shared_machine(r) for r in group),
     )
 
 
@@ -287,8 +287,9 @@ def to_markdown(report: dict[str, Any], rows: dict[str, list[Row]]) -> str:
         "the heads. s/epoch: training wall time / epochs (includes the dev LL and checkpoint of "
         "every epoch). Peak MiB: the process's peak resident set size during the run, max over "
         "seeds (interpreter, torch and loaded data included; its RSS at the start in brackets). "
-        "†: at least one seed ended with other processes on the cores (5-minute load average "
-        "above its torch threads + 0.5), so its times are inflated.",
+        "†: at least one seed ended beside other processes (5-minute load average above its "
+        "torch threads + 0.5), which share the cores or the memory bandwidth and may have "
+        "slowed it.",
         f"Machine of the latest invocation: {report['machine']['processor']}, "
         f"{report['machine']['cpu_count']} cores, torch threads "
         f"{report['machine']['torch_threads']}; versions "

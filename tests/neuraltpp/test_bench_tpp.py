@@ -123,7 +123,7 @@ def test_tpp_benchmark_runs_every_planned_run_reports_and_skips_finished_ones(
     assert other.returncode != 0 and "other settings" in other.stderr
     assert {p: p.stat().st_mtime_ns for p in runs.rglob("*.json")} == stamps
 
-    # the report counts the CPUs runs were timed on and marks the times of runs that shared cores
+    # the report counts the CPUs runs were timed on and marks times of runs beside other jobs
     assert sum(report["timed_on"].values()) == len(records) - 1  # all but the truth
     shared, old = (runs / "ucerf3" / f"thp-thp-x1-seed{s}.json" for s in (0, 1))
     shared.write_text(json.dumps(records["ucerf3", shared.name] | {"load_average": [9, 9, 9]}))
