@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PYTEST_WORKERS ?= 2
 
-.PHONY: setup fetch demo test lint bench-card bench-probes bench-tpp bench-placement bench-scale clean
+.PHONY: setup fetch demo test lint bench-card bench-probes bench-tpp bench-peer-lr bench-placement bench-scale clean
 
 setup: $(STAMP)
 
@@ -54,6 +54,26 @@ bench-tpp: setup
 	$(BIN)/python benchmarks/bench_tpp_scaling.py --out benchmarks/results/tpp-scaling
 	$(BIN)/python benchmarks/bench_tpp_protocols.py --out benchmarks/results/tpp-protocols
 	$(BIN)/python benchmarks/tpp_report.py --out benchmarks/results/tpp
+
+# Each library at the learning rate its own dev LL picks: neuraltpp's MHP-exact (decay) against
+# EasyTPP's NHP at lr 3e-4 and 1e-3, beside bench-tpp's 3e-3 runs (run bench-tpp first), seeds
+# 0-2 (resumable: finished runs are skipped; about 1 h on 2 cores).
+PEER_DIR := benchmarks/results/tpp
+bench-peer-lr: setup
+	$(BIN)/neuraltpp fetch
+	for lr in 0.0003 0.001; do \
+		$(BIN)/python benchmarks/bench_tpp.py --out benchmarks/results/tpp-lr$$lr \
+			--datasets hawkes-sim --sizes 1 --models mhp-exact --decoders decay \
+			--seeds 0 1 2 --lr $$lr || exit 1; \
+		for s in 0 1 2; do $(BIN)/python benchmarks/easytpp_peer.py --models NHP --lr $$lr \
+			--seed $$s --out $(PEER_DIR)/easytpp-lr$$lr-seed$$s || exit 1; done; \
+	done
+	for s in 1 2; do $(BIN)/python benchmarks/easytpp_peer.py --seed $$s \
+		--out $(PEER_DIR)/easytpp-seed$$s || exit 1; done
+	$(BIN)/python benchmarks/peer_lr_report.py --out $(PEER_DIR)/peer-lr \
+		--neuraltpp $(PEER_DIR) benchmarks/results/tpp-lr0.* \
+		--easytpp $(PEER_DIR)/easytpp $(PEER_DIR)/easytpp-seed1 $(PEER_DIR)/easytpp-seed2 \
+		$(PEER_DIR)/easytpp-lr0.*
 
 # Card measurement time and memory against model size, fitted and extrapolated (resumable).
 bench-scale: fetch

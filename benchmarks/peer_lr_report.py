@@ -103,12 +103,15 @@ def choose(entries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def report(neuraltpp: dict[str, Any], easytpp: dict[str, Any]) -> dict[str, Any]:
-    """The two choices side by side on test, on the seeds both have."""
+    """The two choices side by side on test, on the seeds both have; and at every rate both
+    ran, the difference of the mean test LLs (ours minus theirs)."""
     ours, theirs = (side["rates"][side["chosen_lr"]] for side in (neuraltpp, easytpp))
     seeds = sorted(set(ours["seeds"]) & set(theirs["seeds"]))
     diff = [ours["test"][ours["seeds"].index(s)] - theirs["test"][theirs["seeds"].index(s)]
             for s in seeds]
-    return {"seeds": seeds, "difference_per_seed": diff,
+    same_rate = {lr: float(np.mean(r["test"]) - np.mean(easytpp["rates"][lr]["test"]))
+                 for lr, r in neuraltpp["rates"].items() if lr in easytpp["rates"]}
+    return {"seeds": seeds, "difference_per_seed": diff, "same_rate_difference": same_rate,
             "difference_mean": float(np.mean(diff)) if diff else math.nan,
             "ours_at_least_theirs": bool(diff) and float(np.mean(diff)) >= 0}
 
@@ -133,7 +136,10 @@ def to_markdown(result: dict[str, Any]) -> str:
                                                           strict=True))
     lines += ["", f"Test LL of neuraltpp's choice minus EasyTPP's, per seed ({per_seed}); "
               f"mean **{c['difference_mean']:+.4f}** nats/event: our best ≥ EasyTPP's best is "
-              f"**{'met' if c['ours_at_least_theirs'] else 'MISSED'}** at the rates each picked.",
+              f"**{'met' if c['ours_at_least_theirs'] else 'MISSED'}** at the rates each picked. "
+              "At the same rate, mean test LL of ours minus theirs: "
+              + ", ".join(f"lr {lr:g}: {d:+.4f}" for lr, d in c["same_rate_difference"].items())
+              + ".",
               "", "![test LL per rate](peer_lr_report.png)", ""]
     return "\n".join(lines)
 

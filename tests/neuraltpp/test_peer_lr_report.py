@@ -64,6 +64,8 @@ def test_each_library_picks_its_rate_on_dev_and_the_choices_are_compared_on_test
     assert comparison["seeds"] == [0, 1]
     assert comparison["difference_per_seed"] == pytest.approx([-0.95 + 0.91, -0.93 + 0.92])
     assert comparison["ours_at_least_theirs"] is False
+    assert comparison["same_rate_difference"] == pytest.approx(  # JSON keys are strings
+        {"0.001": -0.94 + 0.85, "0.003": -0.90 + 0.915})
     markdown = (tmp_path / "out" / "peer_lr_report.md").read_text()
     assert "seeds missing" in markdown and "**MISSED**" in markdown
     assert (tmp_path / "out" / "peer_lr_report.png").stat().st_size > 0
