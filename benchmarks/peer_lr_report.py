@@ -32,6 +32,7 @@ from commonio.atomic import atomic_write, write_text
 
 
 def _cell(values: list[float]) -> str:
+    """Mean, and ± the sample std when there are two values or more."""
     return (f"{np.mean(values):.4f}" if len(values) < 2
             else f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}")
 
@@ -117,6 +118,7 @@ def report(neuraltpp: dict[str, Any], easytpp: dict[str, Any]) -> dict[str, Any]
 
 
 def to_markdown(result: dict[str, Any]) -> str:
+    """The report's table of rates per library and the comparison of the picks."""
     lines = ["# Learning rate picked on dev, per library: neuraltpp against EasyTPP", "",
              f"Data: `{SIM}` at x1 (the identical splits). Each library's rate is the one with the "
              "best mean dev LL per event over its seeds, in its own convention; test LL per event "
@@ -145,6 +147,7 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
+    """Test LL per seed against the learning rate, one marker per library."""
     fig = Figure(figsize=(6, 3.5))
     ax = fig.subplots()
     for side, marker in (("neuraltpp", "o"), ("easytpp", "s")):
@@ -162,6 +165,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def main() -> None:
+    """Read the folders, pick each library's rate and write the report."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="folder for the report")
