@@ -36,7 +36,6 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from matplotlib.figure import Figure
 from tqdm import tqdm
@@ -63,7 +62,7 @@ from neuraltpp.models import MODEL_NAMES
 from neuraltpp.models.config import DECODERS
 from neuraltpp.protocols import future_log_likelihood, jitter_times, shift_times
 from neuraltpp.training import train
-from tpp_report import LABELS
+from tpp_report import LABELS, cell, stat
 
 TRAIN_SETS = ("clean", "noise", "future", "short")
 MODELS = ("thp", "rothp", "mhp")
@@ -158,16 +157,9 @@ def truth_record(data: Data, args: argparse.Namespace) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- report
 
 
-def _stat(values: list[float]) -> tuple[float, float]:
-    mean = float(np.mean(values))
-    return mean, float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-
-
 def _cell(values: list[float]) -> str:
-    if not values:
-        return "—"
-    mean, std = _stat(values)
-    return f"{mean:.4f}" + ("" if math.isnan(std) else f" ± {std:.4f}")
+    """Mean ± sample std of the seeds' values, "—" when no run has finished."""
+    return cell(stat(values)) if values else "—"
 
 
 def collect(out: Path) -> tuple[dict | None, dict[tuple[str, str, str], list[dict]]]:
@@ -196,15 +188,15 @@ def claims(groups: dict, decoder: str, shifts: list[float]) -> list[dict[str, An
     def verdict(values: list[float]) -> dict[str, Any] | None:
         if not values:
             return None
-        mean, std = _stat(values)
-        return {"holds": mean > 0, "margin": mean, "std": std, "seeds": len(values)}
+        s = stat(values)
+        return {"holds": s.mean > 0, "margin": s.mean, "std": s.std, "seeds": s.n}
 
     def invariant(mode: str) -> dict[str, Any] | None:
         def spread(model: str) -> float | None:
             runs = groups.get((model, decoder, "clean"), [])
             if not runs:
                 return None
-            means = [_stat([r[mode][f"shift={s:g}"] for r in runs])[0] for s in shifts]
+            means = [stat([r[mode][f"shift={s:g}"] for r in runs]).mean for s in shifts]
             return max(abs(m - means[0]) for m in means)
         rothp, thp = spread("rothp"), spread("thp")
         if rothp is None or thp is None:
@@ -269,7 +261,7 @@ def _plot(groups: dict, truth: dict | None, shifts: list[float], decoders: list[
         for (model, decoder, train_set), runs in sorted(groups.items()):
             if train_set != "clean" or decoder not in decoders:
                 continue
-            y = [_stat([r[mode][f"shift={s:g}"] for r in runs])[0] for s in shifts]
+            y = [stat([r[mode][f"shift={s:g}"] for r in runs]).mean for s in shifts]
             ax.plot(x, y, marker="o", label=f"{LABELS[model]} ({decoder})")
         if truth is not None and mode == "correct":
             ax.plot(x, [truth["correct"][f"shift={s:g}"] for s in shifts], "k--", label="truth")

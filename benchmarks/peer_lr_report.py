@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 from bench_tpp import SIM, run_cli
 from commonio.atomic import atomic_write, write_text
-from tpp_report import _cell, stat
+from tpp_report import cell, stat
 
 SAME = ("epochs", "batch_size", "data_seed")  # settings every folder must share
 
@@ -124,7 +124,7 @@ def to_markdown(result: dict[str, Any]) -> str:
         info = result[side]
         for lr, r in info["rates"].items():
             lines.append(f"| {side} {info['model']} | {lr:g} | {len(r['seeds'])} | "
-                         f"{_cell(stat(r['dev']))} | {_cell(stat(r['test']))} | "
+                         f"{cell(stat(r['dev']))} | {cell(stat(r['test']))} | "
                          f"{'yes' if lr == info['chosen_lr'] else ''}"
                          f"{'' if lr in info['complete'] else 'seeds missing'} |")
     c = result["comparison"]

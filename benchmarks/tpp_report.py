@@ -172,7 +172,8 @@ def target(rows: list[Row], truth: float | None) -> dict[str, Any] | None:
     }
 
 
-def _cell(s: Stat | None, digits: int = 4, signed: bool = False) -> str:
+def cell(s: Stat | None, digits: int = 4, signed: bool = False) -> str:
+    """A table cell: the mean, and ± the sample std when there is one ("n/a" for no value)."""
     if s is None or math.isnan(s.mean):
         return "n/a"
     fmt = f"{{:{'+' if signed else ''}.{digits}f}}"
@@ -187,14 +188,14 @@ def _table(rows: list[Row]) -> list[str]:
     for r in rows:
         epoch = "" if r.best_epoch is None else f"{r.best_epoch.mean:.0f}/{r.epochs}"
         seconds = (f"{r.seconds.mean:.2f} (fit)" if r.seconds_per_epoch is None
-                   else _cell(r.seconds_per_epoch, 2)) + ("†" if r.shared_runs else "")
+                   else cell(r.seconds_per_epoch, 2)) + ("†" if r.shared_runs else "")
         if r.model == TRUTH:
             seconds = ""
         lines.append(
-            f"| {r.label} | {len(r.seeds)} | {_cell(r.ll_per_event)} | "
-            f"{_cell(r.gap_to_truth, signed=True)} | {_cell(r.type_accuracy, 3)} | "
-            f"{_cell(r.gap_rmse, 3)} | {_cell(r.head_type_accuracy, 3)} | "
-            f"{_cell(r.head_gap_rmse, 3)} | {epoch} | {seconds} | "
+            f"| {r.label} | {len(r.seeds)} | {cell(r.ll_per_event)} | "
+            f"{cell(r.gap_to_truth, signed=True)} | {cell(r.type_accuracy, 3)} | "
+            f"{cell(r.gap_rmse, 3)} | {cell(r.head_type_accuracy, 3)} | "
+            f"{cell(r.head_gap_rmse, 3)} | {epoch} | {seconds} | "
             f"{r.peak_rss_mib:.0f} ({r.rss_start_mib:.0f}) |")
     return lines
 
@@ -218,7 +219,7 @@ def _curve_lines(curve: dict[str, Any]) -> list[str]:
     head = " | ".join(f"x{s:g} ({curve['train_events'][f'{s:g}']:,} events)" for s in sizes)
     lines = [f"| model | {head} |", "|---|" + "---|" * len(sizes)]
     for label, c in curve["curves"].items():
-        cells = [_cell(Stat(**c["points"][f"{s:g}"]), signed=True) if f"{s:g}" in c["points"]
+        cells = [cell(Stat(**c["points"][f"{s:g}"]), signed=True) if f"{s:g}" in c["points"]
                  else "" for s in sizes]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines
