@@ -309,7 +309,8 @@ def to_markdown(report: dict[str, Any], rows: dict[str, list[Row]]) -> str:
             f"{goal['dev_ll_per_event']:.4f}: {LABELS[goal['model']]} "
             f"({goal['decoder']}) at x{goal['size']:g}, test LL/event {goal['ll_per_event']:.4f} "
             f"vs truth {goal['true_ll_per_event']:.4f}, gap {goal['gap']:+.4f} "
-            f"(needed ≥ {goal['required_gap']:+.2f}; {len(goal['seeds'])} seeds; sizes run "
+            f"(needed ≥ {goal['required_gap']:+.2f}; {len(goal['seeds'])} seed"
+            f"{'' if len(goal['seeds']) == 1 else 's'}; sizes run "
             + ", ".join(f"x{v:g}" for v in goal["sizes_run"]) + ").", "",
         ]
     for name, dataset_rows_ in rows.items():
